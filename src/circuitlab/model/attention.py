@@ -1,0 +1,137 @@
+"""Multi-head (and grouped-query) attention with TransformerLens hooks and weight shapes.
+
+Shapes: W_Q [head, d_model, d_head], W_K/W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model].
+When nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never materialised and the
+attention runs through `scaled_dot_product_attention` (the fast path); otherwise it is computed
+explicitly so hooks can read and replace scores and patterns.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HookedTransformerConfig
+from .hook_points import HookPoint
+
+
+def rotary_sin_cos(
+    n_ctx: int, rotary_dim: int, base: float, adjacent_pairs: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sin and cos of the rotation angles, each [pos, rotary_dim]. Frequencies base^(-2i/rotary_dim)."""
+    high = torch.float64
+    inv_freq = base ** (-torch.arange(rotary_dim // 2, dtype=high) / (rotary_dim / 2))  # [rotary_dim/2]
+    # GPT-NeoX pairs dimension i with i + rotary_dim/2; GPT-J ("adjacent pairs") pairs 2i with 2i+1.
+    inv_freq = inv_freq.repeat_interleave(2) if adjacent_pairs else inv_freq.repeat(2)  # [rotary_dim]
+    angles = torch.arange(n_ctx, dtype=high)[:, None] * inv_freq[None, :]  # [pos, rotary_dim]
+    return angles.sin().to(dtype), angles.cos().to(dtype)
+
+
+def rotate_pairs(x: torch.Tensor, adjacent_pairs: bool) -> torch.Tensor:
+    """The 90-degree rotation of each (x_i, x_j) pair: (-x_j, x_i)."""
+    if adjacent_pairs:
+        pairs = x.unflatten(-1, (-1, 2))  # [..., rotary_dim/2, 2]
+        return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(
+    x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, rotary_dim: int, adjacent_pairs: bool
+) -> torch.Tensor:
+    """Rotate the first `rotary_dim` features of x [batch, pos, head, d_head] by position."""
+    n_pos = x.shape[1]
+    sin, cos = sin[:n_pos, None, :], cos[:n_pos, None, :]  # [pos, 1, rotary_dim]
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    x_rot = x_rot * cos + rotate_pairs(x_rot, adjacent_pairs) * sin
+    return torch.cat((x_rot, x_pass), dim=-1)
+
+
+def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [batch, pos, d_model] (or per head [batch, pos, head, d_model]) @ W [head, d_model, d_head] + b."""
+    if x.ndim == 4:
+        return torch.einsum("bphd,hde->bphe", x, W) + b
+    return torch.einsum("bpd,hde->bphe", x, W) + b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        h, kv, d, e = cfg.n_heads, cfg.n_kv_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
+        self.W_O = nn.Parameter(torch.empty(h, e, d, dtype=cfg.dtype))
+        self.b_Q = nn.Parameter(torch.zeros(h, e, dtype=cfg.dtype))
+        self.b_O = nn.Parameter(torch.zeros(d, dtype=cfg.dtype))
+        # Grouped-query attention keeps kv_head < head keys and values (TransformerLens: _W_K, _W_V).
+        prefix = "_" if cfg.n_key_value_heads is not None else ""
+        for name in ("W_K", "W_V"):
+            self.register_parameter(prefix + name, nn.Parameter(torch.empty(kv, d, e, dtype=cfg.dtype)))
+        for name in ("b_K", "b_V"):
+            self.register_parameter(prefix + name, nn.Parameter(torch.zeros(kv, e, dtype=cfg.dtype)))
+        self.kv_prefix = prefix
+        self.group = h // kv
+
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, kv_head, d_head]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_result = HookPoint()  # [batch, pos, head, d_model], fires when use_attn_result
+        if cfg.positional_embedding_type == "rotary":
+            self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, pos, kv_head, d_head]
+            sin, cos = rotary_sin_cos(cfg.n_ctx, cfg.rotary_dim, cfg.rotary_base, cfg.rotary_adjacent_pairs, cfg.dtype)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+
+    # Keys and values as [kv_head, ...]; the public W_K / W_V of a GQA layer repeat them per query head.
+    @property
+    def kv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = self.kv_prefix
+        return getattr(self, p + "W_K"), getattr(self, p + "b_K"), getattr(self, p + "W_V"), getattr(self, p + "b_V")
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        return apply_rotary(x, self.rotary_sin, self.rotary_cos, cfg.rotary_dim, cfg.rotary_adjacent_pairs)
+
+    def needs_pattern(self) -> bool:
+        """True when a hook reads or edits scores or pattern, or the config asks for the explicit path."""
+        return not self.cfg.fast_attention or self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
+
+    def forward(self, q_input: torch.Tensor, k_input: torch.Tensor, v_input: torch.Tensor) -> torch.Tensor:
+        """Inputs [batch, pos, d_model] (or per head, [batch, pos, head, d_model]); returns [batch, pos, d_model]."""
+        W_K, b_K, W_V, b_V = self.kv_weights
+        q = self.hook_q(_project(q_input, self.W_Q, self.b_Q))  # [batch, pos, head, d_head]
+        k = self.hook_k(_project(k_input, W_K, b_K))  # [batch, pos, kv_head, d_head]
+        v = self.hook_v(_project(v_input, W_V, b_V))  # [batch, pos, kv_head, d_head]
+        if self.cfg.positional_embedding_type == "rotary":
+            q = self.hook_rot_q(self._rotate(q))
+            k = self.hook_rot_k(self._rotate(k))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, head, pos, d_head]
+        z = self._explicit(q, k, v) if self.needs_pattern() else self._fast(q, k, v)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        if self.cfg.use_attn_result:
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
+            return result.sum(dim=2) + self.b_O
+        return z.flatten(-2) @ self.W_O.flatten(0, 1) + self.b_O  # (head d_head) contracted at once
+
+    def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.cfg.causal, scale=1.0 / self.cfg.attn_scale, enable_gqa=self.group > 1
+        )
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.group > 1:  # query head i reads key/value head i // group
+            k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
+        scores = q @ k.transpose(-1, -2) / self.cfg.attn_scale  # [batch, head, query_pos, key_pos]
+        if self.cfg.causal:
+            n_q, n_k = scores.shape[-2:]
+            future = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(n_k - n_q + 1)
+            scores = scores.masked_fill(future, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+        return pattern @ v  # [batch, head, query_pos, d_head]

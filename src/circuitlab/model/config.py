@@ -1,0 +1,188 @@
+"""`HookedTransformerConfig`: every architectural switch of the model, validated on construction.
+
+Field names follow TransformerLens so a tutorial's config reads unchanged; a few switches are ours
+(`causal`, `positional_embedding_type="none"`, `fast_attention`) because the experiments need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+ACT_FNS = ("relu", "gelu", "gelu_new", "gelu_fast", "silu", "solu_ln")
+NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
+POSITIONAL_EMBEDDING_TYPES = ("standard", "none", "rotary")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _bad(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"HookedTransformerConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _dtype_from(value: torch.dtype | str) -> torch.dtype:
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if isinstance(value, str) and value.removeprefix("torch.") in DTYPES:
+        return DTYPES[value.removeprefix("torch.")]
+    raise _bad("dtype", value, f"expected one of {sorted(DTYPES)} (a string or the torch dtype)")
+
+
+@dataclass(kw_only=True)
+class HookedTransformerConfig:
+    """Shape and switches of a decoder-only transformer.
+
+    Required: `n_layers`, `d_model`, `n_ctx`, `d_vocab`, and `n_heads` or `d_head` (the other is derived
+    as d_model // given). Left as None, `d_mlp` becomes 4 * d_model, `attn_scale` sqrt(d_head),
+    `rotary_dim` d_head, `init_range` 0.8 / sqrt(d_model) and `d_vocab_out` d_vocab.
+    """
+
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+    n_heads: int | None = None
+    d_head: int | None = None
+    d_mlp: int | None = None
+    d_vocab_out: int | None = None
+    act_fn: str = "gelu"
+    attn_only: bool = False
+    normalization_type: str | None = "LN"
+    eps: float = 1e-5
+    positional_embedding_type: str = "standard"
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    rotary_adjacent_pairs: bool = False
+    causal: bool = True
+    attn_scale: float | None = None
+    use_attn_scale: bool = True
+    n_key_value_heads: int | None = None
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
+    use_hook_tokens: bool = False
+    fast_attention: bool = True
+    seed: int | None = None
+    init_range: float | None = None
+    init_weights: bool = True
+    dtype: torch.dtype = torch.float32
+    device: str | None = None
+    model_name: str = "custom"
+    tokenizer_name: str | None = None
+    default_prepend_bos: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_ctx", "d_vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _bad(name, value, "expected a positive integer")
+        for name in ("n_heads", "d_head", "d_mlp", "d_vocab_out", "n_key_value_heads", "rotary_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise _bad(name, value, "expected a positive integer or None")
+        if self.n_heads is None and self.d_head is None:
+            raise _bad("n_heads", None, "give n_heads or d_head (the other defaults to d_model // it)")
+        if self.n_heads is None:
+            if self.d_model % self.d_head:
+                raise _bad("d_head", self.d_head, f"d_model={self.d_model} is not divisible by it; give n_heads")
+            self.n_heads = self.d_model // self.d_head
+        if self.d_head is None:
+            if self.d_model % self.n_heads:
+                raise _bad("n_heads", self.n_heads, f"d_model={self.d_model} is not divisible by it; give d_head")
+            self.d_head = self.d_model // self.n_heads
+        if self.act_fn not in ACT_FNS:
+            raise _bad("act_fn", self.act_fn, f"expected one of {list(ACT_FNS)}")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise _bad("normalization_type", self.normalization_type, f"expected one of {list(NORMALIZATION_TYPES)}")
+        if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
+            raise _bad(
+                "positional_embedding_type",
+                self.positional_embedding_type,
+                f"expected one of {list(POSITIONAL_EMBEDDING_TYPES)}",
+            )
+        if self.d_mlp is None and not self.attn_only:
+            self.d_mlp = 4 * self.d_model
+        if self.d_vocab_out is None:
+            self.d_vocab_out = self.d_vocab
+        if self.n_key_value_heads is not None and self.n_heads % self.n_key_value_heads:
+            raise _bad(
+                "n_key_value_heads", self.n_key_value_heads, f"must divide n_heads={self.n_heads} (grouped-query attention)"
+            )
+        if self.positional_embedding_type == "rotary":
+            if self.rotary_dim is None:
+                self.rotary_dim = self.d_head
+            if self.rotary_dim > self.d_head or self.rotary_dim % 2:
+                raise _bad("rotary_dim", self.rotary_dim, f"expected an even number <= d_head={self.d_head}")
+            if not self.rotary_base > 0:
+                raise _bad("rotary_base", self.rotary_base, "expected a positive number")
+        if not self.use_attn_scale:
+            if self.attn_scale not in (None, 1.0):
+                raise _bad("attn_scale", self.attn_scale, "use_attn_scale=False means attn_scale 1.0; set only one")
+            self.attn_scale = 1.0
+        if self.attn_scale is None:
+            self.attn_scale = math.sqrt(self.d_head)
+        if isinstance(self.attn_scale, bool) or not isinstance(self.attn_scale, int | float) or self.attn_scale <= 0:
+            raise _bad("attn_scale", self.attn_scale, "expected a positive number (1.0 turns scaling off)")
+        self.attn_scale = float(self.attn_scale)
+        if self.init_range is None:
+            self.init_range = 0.8 / math.sqrt(self.d_model)
+        if not self.init_range > 0:
+            raise _bad("init_range", self.init_range, "expected a positive standard deviation")
+        if not self.eps > 0:
+            raise _bad("eps", self.eps, "expected a small positive number")
+        if self.use_attn_in and self.use_split_qkv_input:
+            raise _bad("use_attn_in", True, "use_attn_in and use_split_qkv_input are exclusive; pick one")
+        flags = ("attn_only", "causal", "use_attn_scale", "use_attn_result", "use_split_qkv_input", "use_attn_in",
+                 "use_hook_mlp_in", "use_hook_tokens", "rotary_adjacent_pairs", "fast_attention", "init_weights")
+        for name in flags:
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "expected True or False")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise _bad("seed", self.seed, "expected an integer or None")
+        self.dtype = _dtype_from(self.dtype)
+        if self.device is not None:
+            try:
+                self.device = str(torch.device(self.device))
+            except (RuntimeError, TypeError) as err:
+                raise _bad("device", self.device, "expected a torch device such as 'cpu' or 'cuda:0'") from err
+
+    # TransformerLens spellings of derived facts.
+    @property
+    def attention_dir(self) -> str:
+        return "causal" if self.causal else "bidirectional"
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.n_key_value_heads or self.n_heads
+
+    @property
+    def n_params(self) -> int:
+        """Parameters in attention and MLP weight matrices (TransformerLens's count: no embeddings)."""
+        attn = self.d_model * self.d_head * (2 * self.n_heads + 2 * self.n_kv_heads)
+        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        return self.n_layers * (attn + mlp)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (dtype as a string) that `from_dict` turns back into an equal config."""
+        out = dataclasses.asdict(self)
+        out["dtype"] = str(self.dtype).removeprefix("torch.")
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HookedTransformerConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in names]
+        if unknown:
+            hints = {key: difflib.get_close_matches(key, names, n=3) for key in unknown}
+            raise ValueError(f"unknown HookedTransformerConfig fields {hints} (key: closest valid names)")
+        return cls(**data)

@@ -1,0 +1,6 @@
+"""TransformerLens-style helpers under their familiar names (`circuitlab.utils.get_act_name`)."""
+
+from .model.names import get_act_name
+from .model.transformer import lm_cross_entropy_loss
+
+__all__ = ["get_act_name", "lm_cross_entropy_loss"]
