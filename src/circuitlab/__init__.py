@@ -1,30 +1,36 @@
 """circuitlab: a laboratory for mechanistic interpretability of transformers.
 
 `from circuitlab import HookedTransformer, HookedTransformerConfig` gives the classic TransformerLens
-API; `circuitlab.numpy_ref` is a pure-NumPy twin of the forward pass.
+API; `circuitlab.numpy_ref` is a pure-NumPy twin of the forward pass. Names are imported on first
+use, so `import circuitlab.numpy_ref` works without loading torch.
 """
 
-from .model import (
-    ActivationCache,
-    CheckpointError,
-    FactoredMatrix,
-    HookedTransformer,
-    HookedTransformerConfig,
-    HookNameError,
-    HookPoint,
-    get_act_name,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ActivationCache",
-    "CheckpointError",
-    "FactoredMatrix",
-    "HookNameError",
-    "HookPoint",
-    "HookedTransformer",
-    "HookedTransformerConfig",
-    "__version__",
-    "get_act_name",
-]
+_EXPORTS = {
+    "ActivationCache": "circuitlab.model",
+    "CheckpointError": "circuitlab.model",
+    "FactoredMatrix": "circuitlab.model",
+    "HookNameError": "circuitlab.model",
+    "HookPoint": "circuitlab.model",
+    "HookedTransformer": "circuitlab.model",
+    "HookedTransformerConfig": "circuitlab.model",
+    "get_act_name": "circuitlab.model",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -201,6 +201,18 @@ class HookedTransformer(HookedRootModule):
     def _stack(self, get: Any) -> torch.Tensor:
         return torch.stack([get(block) for block in self.blocks], dim=0)
 
+    def __getattr__(self, name: str) -> Any:
+        # A property raising AttributeError lands here, so the reason is given here.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("W_pos", "W_E_pos") and self.cfg.positional_embedding_type != "standard":
+                pos = self.cfg.positional_embedding_type
+                raise AttributeError(f"{name}: this model has no learned positional embedding ({pos!r})") from None
+            if name in ("W_in", "b_in", "W_out", "b_out") and self.cfg.attn_only:
+                raise AttributeError(f"{name}: this model is attention-only and has no MLP weights") from None
+            raise
+
     @property
     def W_E(self) -> torch.Tensor:
         """[d_vocab, d_model]"""
@@ -209,8 +221,6 @@ class HookedTransformer(HookedRootModule):
     @property
     def W_pos(self) -> torch.Tensor:
         """[n_ctx, d_model]"""
-        if not hasattr(self, "pos_embed"):
-            raise AttributeError(f"W_pos: this model uses positional_embedding_type={self.cfg.positional_embedding_type!r}")
         return self.pos_embed.W_pos
 
     @property
@@ -266,8 +276,6 @@ class HookedTransformer(HookedRootModule):
         return self._stack(lambda b: b.attn.b_O)
 
     def _mlp_weight(self, name: str) -> torch.Tensor:
-        if self.cfg.attn_only:
-            raise AttributeError(f"{name}: this model is attention-only and has no MLP weights")
         return self._stack(lambda b: getattr(b.mlp, name))
 
     @property
