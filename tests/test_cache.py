@@ -70,7 +70,7 @@ def test_shorthand_keys(tokens: torch.Tensor) -> None:
     assert get_act_name("normalized", 2, "ln2") == "blocks.2.ln2.hook_normalized"
     assert get_act_name("pre", 5) == "blocks.5.mlp.hook_pre"
     assert get_act_name("q", 0, "a") == "blocks.0.attn.hook_q"
-    with pytest.raises(HookNameError, match="blocks.0.attn.hook_pattern"):
+    with pytest.raises(HookNameError, match=r"blocks\.0\.attn\.hook_pattern"):
         cache["blocks.0.attn.hook_patern"]
 
 
@@ -89,8 +89,9 @@ def test_accumulated_and_decomposed_residual(tokens: torch.Tensor) -> None:
     torch.testing.assert_close(parts.sum(0), cache["resid_post", 1], atol=1e-5, rtol=1e-5)
     mid = cache.decompose_resid(layer=1, mlp_input=True)
     torch.testing.assert_close(mid.sum(0), cache["resid_mid", 1], atol=1e-5, rtol=1e-5)
-    attn_only, labels = cache.decompose_resid(mode="attn", incl_embeds=False, return_labels=True)
+    attn_parts, labels = cache.decompose_resid(mode="attn", incl_embeds=False, return_labels=True)
     assert labels == ["0_attn_out", "1_attn_out"]
+    torch.testing.assert_close(attn_parts[1], cache["attn_out", 1])
 
 
 def test_head_results_sum_to_the_attention_output(tokens: torch.Tensor) -> None:

@@ -44,7 +44,9 @@ def test_derived_defaults() -> None:
     assert cfg.attn_scale == 4.0 and math.isclose(cfg.init_range, 0.1)
     assert cfg.attention_dir == "causal" and cfg.n_kv_heads == 4
     assert HookedTransformerConfig(n_layers=1, d_model=64, n_ctx=8, d_vocab=10, d_head=32).n_heads == 2
-    rot = HookedTransformerConfig(n_layers=1, d_model=64, n_ctx=8, d_vocab=10, n_heads=4, positional_embedding_type="rotary")
+    rot = HookedTransformerConfig(
+        n_layers=1, d_model=64, n_ctx=8, d_vocab=10, n_heads=4, positional_embedding_type="rotary"
+    )
     assert rot.rotary_dim == 16
     assert HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_vocab=10, n_heads=2, attn_only=True).d_mlp is None
 

@@ -81,8 +81,14 @@ CASES = {
         dict(act_fn="solu_ln"),
         _model_hooks(
             EMBEDS | LN_FINAL,
-            ATTN_FIRING | LN1 | MLP_FIRING
-            | {"mlp.hook_mid": (B, P, M), "mlp.ln.hook_scale": (B, P, 1), "mlp.ln.hook_normalized": (B, P, M)},
+            ATTN_FIRING
+            | LN1
+            | MLP_FIRING
+            | {
+                "mlp.hook_mid": (B, P, M),
+                "mlp.ln.hook_scale": (B, P, 1),
+                "mlp.ln.hook_normalized": (B, P, M),
+            },
         ),
     ),
     "rms": (
@@ -93,7 +99,8 @@ CASES = {
         dict(use_attn_result=True, use_split_qkv_input=True, use_hook_mlp_in=True, use_hook_tokens=True),
         _model_hooks(
             EMBEDS | LN_FINAL | {"hook_tokens": (B, P)},
-            ATTN_FIRING | MLP_FIRING
+            ATTN_FIRING
+            | MLP_FIRING
             | {
                 "attn.hook_result": (B, P, H, D),
                 "hook_q_input": (B, P, H, D),

@@ -53,7 +53,9 @@ def test_bad_tokens_get_clear_errors(bad, message: str) -> None:
 
 def test_seed_makes_initialisation_reproducible() -> None:
     a, b, c = small_model(seed=5), small_model(seed=5), small_model(seed=6)
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True):
+    for (name, pa), pb, pc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+    ):
         assert torch.equal(pa, pb), name
         if name.endswith("W_Q"):
             assert not torch.equal(pa, pc)
@@ -87,5 +89,9 @@ def test_qk_and_ov_circuits_equal_the_products() -> None:
 def test_n_params_counts_weight_matrices() -> None:
     cfg = small_cfg()
     model = HookedTransformer(cfg)
-    counted = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[-1] in ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out"))
+    counted = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.split(".")[-1] in ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out")
+    )
     assert cfg.n_params == counted

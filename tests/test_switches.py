@@ -34,7 +34,9 @@ def test_attn_scale_one_multiplies_scores_by_sqrt_d_head(tokens: torch.Tensor) -
     _, s_cache = scaled.run_with_cache(tokens)
     _, u_cache = unscaled.run_with_cache(tokens)
     mask = torch.ones(11, 11, dtype=torch.bool).tril()
-    torch.testing.assert_close(u_cache["attn_scores", 0][..., mask], s_cache["attn_scores", 0][..., mask] * math.sqrt(8))
+    torch.testing.assert_close(
+        u_cache["attn_scores", 0][..., mask], s_cache["attn_scores", 0][..., mask] * math.sqrt(8)
+    )
 
 
 def test_no_positional_embedding_is_permutation_equivariant_without_mask(tokens: torch.Tensor) -> None:

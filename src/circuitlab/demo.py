@@ -39,13 +39,17 @@ def main() -> None:
     model = HookedTransformer(cfg)
     half = 24
     tokens = repeated_random_tokens(batch=8, half=half, d_vocab=cfg.d_vocab)
-    print(f"model: {cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(model.hook_dict)} hook points")
+    print(
+        f"model: {cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(model.hook_dict)} hook points"
+    )
 
     start = time.perf_counter()
     loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=False)
-    print(f"run_with_cache: {cache} in {1e3 * (time.perf_counter() - start):.1f} ms, loss {loss.item():.3f} "
-          f"(uniform guess: {torch.log(torch.tensor(float(cfg.d_vocab))).item():.3f})")
+    print(
+        f"run_with_cache: {cache} in {1e3 * (time.perf_counter() - start):.1f} ms, loss {loss.item():.3f} "
+        f"(uniform guess: {torch.log(torch.tensor(float(cfg.d_vocab))).item():.3f})"
+    )
     print(cache.memory_summary(top=3))
 
     print("\nattention on repeated random tokens, against a uniform-attention baseline:")

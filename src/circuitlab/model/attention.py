@@ -92,7 +92,12 @@ class Attention(nn.Module):
     @property
     def kv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         p = self.kv_prefix
-        return getattr(self, p + "W_K"), getattr(self, p + "b_K"), getattr(self, p + "W_V"), getattr(self, p + "b_V")
+        return (
+            getattr(self, p + "W_K"),
+            getattr(self, p + "b_K"),
+            getattr(self, p + "W_V"),
+            getattr(self, p + "b_V"),
+        )
 
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg

@@ -27,10 +27,7 @@ def apply_pos_slice(tensor: torch.Tensor, pos_slice: PosSlice, dim: int = -2) ->
         return tensor
     if isinstance(pos_slice, tuple):
         pos_slice = slice(*pos_slice)
-    if isinstance(pos_slice, int | slice):
-        index = pos_slice
-    else:
-        index = torch.as_tensor(pos_slice, device=tensor.device)
+    index = pos_slice if isinstance(pos_slice, int | slice) else torch.as_tensor(pos_slice, device=tensor.device)
     dim = dim % tensor.ndim
     return tensor[(slice(None),) * dim + (index,)]
 
@@ -100,7 +97,9 @@ class ActivationCache:
         """Total memory and the largest activations, for deciding what to cache."""
         sizes = sorted(((t.numel() * t.element_size(), k) for k, t in self.cache_dict.items()), reverse=True)
         lines = [f"{len(self)} activations, {_fmt_bytes(self.memory_bytes())} in total"]
-        lines += [f"  {_fmt_bytes(size):>10}  {name} {tuple(self.cache_dict[name].shape)}" for size, name in sizes[:top]]
+        lines += [
+            f"  {_fmt_bytes(size):>10}  {name} {tuple(self.cache_dict[name].shape)}" for size, name in sizes[:top]
+        ]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -214,7 +213,9 @@ class ActivationCache:
         if parts:
             stack = torch.cat(parts, dim=-2).movedim(-2, 0)  # [layer*head, ..., d_model]
         else:
-            stack = torch.zeros(0, *apply_pos_slice(self["hook_embed"], pos_slice).shape, dtype=self["hook_embed"].dtype)
+            stack = torch.zeros(
+                0, *apply_pos_slice(self["hook_embed"], pos_slice).shape, dtype=self["hook_embed"].dtype
+            )
         if incl_remainder:
             resid = self["resid_post", layer - 1] if layer > 0 else self["resid_pre", 0]
             remainder = apply_pos_slice(resid, pos_slice) - stack.sum(0)

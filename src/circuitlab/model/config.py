@@ -18,7 +18,12 @@ import torch
 ACT_FNS = ("relu", "gelu", "gelu_new", "gelu_fast", "silu", "solu_ln")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "none", "rotary")
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
@@ -113,7 +118,9 @@ class HookedTransformerConfig:
             self.d_vocab_out = self.d_vocab
         if self.n_key_value_heads is not None and self.n_heads % self.n_key_value_heads:
             raise _bad(
-                "n_key_value_heads", self.n_key_value_heads, f"must divide n_heads={self.n_heads} (grouped-query attention)"
+                "n_key_value_heads",
+                self.n_key_value_heads,
+                f"must divide n_heads={self.n_heads} (grouped-query attention)",
             )
         if self.positional_embedding_type == "rotary":
             if self.rotary_dim is None:
@@ -139,8 +146,19 @@ class HookedTransformerConfig:
             raise _bad("eps", self.eps, "expected a small positive number")
         if self.use_attn_in and self.use_split_qkv_input:
             raise _bad("use_attn_in", True, "use_attn_in and use_split_qkv_input are exclusive; pick one")
-        flags = ("attn_only", "causal", "use_attn_scale", "use_attn_result", "use_split_qkv_input", "use_attn_in",
-                 "use_hook_mlp_in", "use_hook_tokens", "rotary_adjacent_pairs", "fast_attention", "init_weights")
+        flags = (
+            "attn_only",
+            "causal",
+            "use_attn_scale",
+            "use_attn_result",
+            "use_split_qkv_input",
+            "use_attn_in",
+            "use_hook_mlp_in",
+            "use_hook_tokens",
+            "rotary_adjacent_pairs",
+            "fast_attention",
+            "init_weights",
+        )
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, getattr(self, name), "expected True or False")

@@ -59,7 +59,12 @@ class HookPoint(nn.Module):
         return bool(self.fwd_hooks or self.bwd_hooks)
 
     def add_hook(
-        self, fn: HookFn, dir: str = "fwd", is_permanent: bool = False, level: int | None = None, prepend: bool = False
+        self,
+        fn: HookFn,
+        dir: str = "fwd",
+        is_permanent: bool = False,
+        level: int | None = None,
+        prepend: bool = False,
     ) -> _Hook:
         if dir not in ("fwd", "bwd"):
             raise ValueError(f"hook dir={dir!r} is invalid: expected 'fwd' or 'bwd'")
@@ -70,9 +75,7 @@ class HookPoint(nn.Module):
         hooks.insert(0, handle) if prepend else hooks.append(handle)
         return handle
 
-    def remove_hooks(
-        self, dir: str = "both", including_permanent: bool = False, level: int | None = None
-    ) -> None:
+    def remove_hooks(self, dir: str = "both", including_permanent: bool = False, level: int | None = None) -> None:
         def keep(h: _Hook) -> bool:
             return (h.is_permanent and not including_permanent) or (level is not None and h.level != level)
 
@@ -154,7 +157,9 @@ class HookedRootModule(nn.Module):
     ) -> list[tuple[HookPoint, _Hook]]:
         """Attach `hook` to one named hook point, or to every hook point a filter accepts."""
         points = self.resolve_hook_points(name)
-        return [(hp, hp.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)) for hp in points]
+        return [
+            (hp, hp.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)) for hp in points
+        ]
 
     def reset_hooks(
         self,
@@ -249,4 +254,3 @@ class HookedRootModule(nn.Module):
         fwd = [(name, store) for name in names]
         bwd = [(name, store_grad) for name in names] if incl_bwd else []
         return cache, fwd, bwd
-

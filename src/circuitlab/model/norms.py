@@ -67,7 +67,12 @@ class RMSNormPre(_Norm):
     learned = False
 
 
-NORMS: dict[str | None, type[_Norm]] = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre}
+NORMS: dict[str | None, type[_Norm]] = {
+    "LN": LayerNorm,
+    "LNPre": LayerNormPre,
+    "RMS": RMSNorm,
+    "RMSPre": RMSNormPre,
+}
 
 
 def make_norm(cfg: HookedTransformerConfig, length: int | None = None) -> nn.Module:

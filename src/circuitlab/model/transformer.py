@@ -8,7 +8,7 @@ and `QK` / `OV` circuits as `FactoredMatrix`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -154,14 +154,16 @@ class HookedTransformer(HookedRootModule):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
-                    raise ValueError("incl_bwd=True back-propagates the output: it must be a scalar (return_type='loss')")
+                    raise ValueError(
+                        "incl_bwd=True back-propagates the output: it must be a scalar (return_type='loss')"
+                    )
                 out.backward()
         if return_cache_object:
             return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
         return out, cache
 
     # Hook points that exist (as in TransformerLens) but only fire when a config flag is set.
-    _FLAGGED_HOOKS = {
+    _FLAGGED_HOOKS: ClassVar[dict[str, str]] = {
         "attn.hook_result": "use_attn_result",
         "hook_attn_in": "use_attn_in",
         "hook_q_input": "use_split_qkv_input",

@@ -122,7 +122,11 @@ def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) 
         scores = np.where(np.triu(np.ones((n, n), dtype=bool), k=1), -np.inf, scores)
     pattern = softmax(scores)
     z = np.einsum("bhqk,bkhe->bqhe", pattern, v)
-    acts[f"{prefix}.hook_attn_scores"], acts[f"{prefix}.hook_pattern"], acts[f"{prefix}.hook_z"] = scores, pattern, z
+    acts[f"{prefix}.hook_attn_scores"], acts[f"{prefix}.hook_pattern"], acts[f"{prefix}.hook_z"] = (
+        scores,
+        pattern,
+        z,
+    )
     result = np.einsum("bphe,hed->bphd", z, params[f"{prefix}.W_O"])  # each head's write to the stream
     if cfg.use_attn_result:
         acts[f"{prefix}.hook_result"] = result
