@@ -1,0 +1,46 @@
+"""Tasks to train on: each a dataclass whose `generate(batch_size, seed)` returns a `Batch`.
+
+`make_task("repeated_tokens", length=64)` builds one by name; `TASKS` lists them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .base import Batch, Task, masked_loss, per_position_loss
+from .ioi import IOI, WordVocab
+from .modular_addition import ModularAddition
+from .most_frequent import MostFrequent
+from .parentheses import BalancedParentheses
+from .periodic import Periodic
+from .repeated_tokens import RepeatedTokens
+
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses)
+}
+
+
+def make_task(name: str, **params: Any) -> Task:
+    """A task by its name with its parameters; an unknown name lists the valid ones."""
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, TASKS, n=3)
+        raise ValueError(f"unknown task {name!r}; did you mean {close}? Tasks: {sorted(TASKS)}")
+    return TASKS[name](**params)
+
+
+__all__ = [
+    "IOI",
+    "TASKS",
+    "BalancedParentheses",
+    "Batch",
+    "ModularAddition",
+    "MostFrequent",
+    "Periodic",
+    "RepeatedTokens",
+    "Task",
+    "WordVocab",
+    "make_task",
+    "masked_loss",
+    "per_position_loss",
+]

@@ -1,0 +1,76 @@
+"""Named starting points: a task, a model shape and training settings that work together.
+
+`induction` is the default 2-layer attention-only model on repeated random tokens: its loss on the
+repeated half drops below 0.1 nats within a few hundred steps (seconds on 2 CPU threads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..tasks import make_task
+
+
+@dataclass(frozen=True)
+class Preset:
+    task: str
+    task_params: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "induction": Preset(
+        task="repeated_tokens",
+        model=dict(n_layers=2, n_heads=2, d_model=64, attn_only=True, normalization_type=None),
+        training=dict(steps=600, lr=1e-2, warmup_steps=20, batch_size=64, eval_every=50, n_log_checkpoints=12),
+        description="2-layer attention-only model on repeated random tokens (induction heads)",
+    ),
+    "periodic": Preset(
+        task="periodic",
+        model=dict(n_layers=2, n_heads=1, d_model=64, d_head=16, attn_only=False, act_fn="relu"),
+        training=dict(steps=1280, lr=1e-3, weight_decay=1e-2, batch_size=64, eval_every=64, n_log_checkpoints=12),
+        description="the Séminaire Turing setup: 2 layers, 1 head each, d_head 16, periodic sequences",
+    ),
+    "most_frequent": Preset(
+        task="most_frequent",
+        model=dict(n_layers=2, n_heads=4, d_model=64),
+        training=dict(steps=2000, lr=3e-3, eval_every=100),
+        description="predict the most frequent token so far",
+    ),
+    "ioi": Preset(
+        task="ioi",
+        model=dict(n_layers=2, n_heads=4, d_model=64),
+        training=dict(steps=1000, lr=3e-3, eval_every=100),
+        description="indirect-object identification on a word-level vocabulary",
+    ),
+    "modular_addition": Preset(
+        task="modular_addition",
+        model=dict(n_layers=1, n_heads=4, d_model=128, act_fn="relu", normalization_type=None),
+        training=dict(steps=10000, lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), batch_size=512, eval_every=500),
+        description="a + b mod 113 with 30% of pairs for training (grokking)",
+    ),
+    "balanced_parentheses": Preset(
+        task="balanced_parentheses",
+        model=dict(n_layers=2, n_heads=2, d_model=64, causal=False),
+        training=dict(steps=2000, lr=1e-3, eval_every=100),
+        description="classify bracket strings as balanced (bidirectional attention)",
+    ),
+}
+
+
+def from_preset(name: str, *, task_params: dict | None = None, model: dict | None = None, training: dict | None = None):
+    """(task, model config, TrainingConfig) of a preset, each with overrides applied."""
+    from .config import TrainingConfig
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    task = make_task(preset.task, **{**preset.task_params, **(task_params or {})})
+    model_cfg = task.model_config(**{**preset.model, **(model or {})})
+    train_kwargs = {**preset.training, **(training or {})}
+    if "warmup_steps" not in (training or {}):  # a shorter run keeps the preset's warm-up inside it
+        train_kwargs["warmup_steps"] = min(train_kwargs.get("warmup_steps", 0), train_kwargs.get("steps", 1000))
+    return task, model_cfg, TrainingConfig(**train_kwargs)
