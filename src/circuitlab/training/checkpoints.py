@@ -7,9 +7,7 @@ mid-save leaves only complete checkpoints under their final names.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write
 from ..model import CheckpointError
 
 PATTERN = re.compile(r"step_(\d+)\.safetensors")
@@ -24,19 +23,6 @@ PATTERN = re.compile(r"step_(\d+)\.safetensors")
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:06d}.safetensors"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path), then rename tmp_path to path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..tasks import Batch, per_position_loss
-from .checkpoints import atomic_write
+from ..files import atomic_write
 
 MetricFn = Callable[[torch.nn.Module], float | dict[str, float]]
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ..model import HookedTransformer
 from ..tasks import Task, masked_loss
-from .checkpoints import atomic_write, list_checkpoints, load_checkpoint, save_checkpoint
+from ..files import atomic_write
+from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .metrics import MetricFn, MetricsLog, evaluate, run_metric_fns
 
