@@ -52,3 +52,14 @@ def randomize_norm_weights(model: HookedTransformer, seed: int = 1) -> None:
 @pytest.fixture
 def tokens() -> torch.Tensor:
     return torch.randint(0, 40, (3, 11), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def trained_induction():
+    """The induction preset trained for 400 steps, with head scores recorded at every eval (~15 s)."""
+    from circuitlab.analysis import register_head_scores
+    from circuitlab.training import from_preset, train
+
+    task, model_cfg, train_cfg = from_preset("induction", training=dict(steps=400))
+    result = train(HookedTransformer(model_cfg), task, train_cfg, metrics=register_head_scores(), progress=False)
+    return task, result
