@@ -69,8 +69,9 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}
     for name, seconds in best.items():
         print(f"  {name:15s} {n / seconds:6.1f} steps/s   ratio to plain loop {best['plain loop'] / seconds:.3f}")
-    print(f"(train() includes evaluation every {speed_cfg.eval_every} steps on {speed_cfg.eval_batches} batches; "
-          f"out_dir adds {len(speed_cfg.checkpoint_steps())} checkpoints and metrics.jsonl; target ratio >= 0.9)")  # fmt: skip
+    n_ckpt = len(speed_cfg.checkpoint_steps())
+    print(f"(train() evaluates every {speed_cfg.eval_every} steps on {speed_cfg.eval_batches} batches; "
+          f"out_dir adds {n_ckpt} checkpoints and metrics.jsonl; target ratio >= 0.9)")  # fmt: skip
 
 
 if __name__ == "__main__":

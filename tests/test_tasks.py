@@ -27,7 +27,7 @@ def test_shapes_determinism_and_vocab(name: str) -> None:
     assert a.tokens.dtype == torch.long and a.loss_mask.dtype == torch.bool
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.loss_mask, b.loss_mask)
     assert not torch.equal(a.tokens, c.tokens)
-    assert 0 <= int(a.tokens.min()) and int(a.tokens.max()) < task.d_vocab
+    assert int(a.tokens.min()) >= 0 and int(a.tokens.max()) < task.d_vocab
     assert int(a.targets[a.loss_mask].max()) < task.d_vocab and a.loss_mask.any(1).all()
     assert task.to_dict()["name"] == name
 
@@ -46,7 +46,7 @@ def test_repeated_tokens_mask_and_metadata() -> None:
         seen = [seq[p] in seq[:p] for p in range(len(seq))]
         predictable = [seen[p] and p - 1 >= 0 and seen[p - 1] for p in range(len(seq))]
         scored = batch.loss_mask[row].tolist()
-        assert scored == predictable[1:] + [False]
+        assert scored == [*predictable[1:], False]
         prev = meta["prev_occurrence"][row].tolist()
         assert all(prev[p] == (seq.index(seq[p]) if seen[p] else -1) for p in range(len(seq)))
         assert torch.equal(batch.targets[row, :-1], toks[row, 1:])

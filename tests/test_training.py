@@ -143,7 +143,7 @@ def test_schedules() -> None:
     assert cfg.lr_at(55) == pytest.approx(0.1 + 0.9 * 0.5)
     log_cfg = TrainingConfig(steps=1000, n_log_checkpoints=7, checkpoint_every=500)
     assert sorted(log_cfg.checkpoint_steps()) == [0, 1, 3, 10, 32, 100, 316, 500, 1000]
-    with pytest.raises(ValueError, match="TrainingConfig.schedule='linear' is invalid"):
+    with pytest.raises(ValueError, match=r"TrainingConfig\.schedule='linear' is invalid"):
         TrainingConfig(schedule="linear")
 
 
@@ -156,8 +156,8 @@ def test_model_too_small_for_task() -> None:
 def test_cli_train(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli_run"
     argv = ["train", "repeated_tokens", "--steps", "12", "--eval-every", "6", "--d-model", "32", "--n-layers", "1",
-            "--no-attn-scale", "--no-pos-embed", "--task-param", "length=24", "--task-param", "max_chunk=8", "--task-param", "max_gap=4",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+            "--no-attn-scale", "--no-pos-embed", "--task-param", "length=24", "--task-param", "max_chunk=8",
+            "--task-param", "max_gap=4", "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli_main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["attn_scale"] == 1.0 and config["model"]["positional_embedding_type"] == "none"

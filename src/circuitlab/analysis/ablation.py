@@ -137,7 +137,7 @@ def head_ablation_effects(
             _, cache = model.run_with_cache(reference, names_filter=name)
             value = cache[name].mean((0, 1))  # [head, d_head]
 
-        def hook(z: torch.Tensor, hook: Any) -> torch.Tensor:
+        def hook(z: torch.Tensor, hook: Any, value: torch.Tensor | float = value) -> torch.Tensor:
             z = z.view(n_heads, batch, *z.shape[1:])  # [copy, batch, pos, head, d_head]
             return torch.where(one_hot, value, z).flatten(0, 1)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from ..files import atomic_write_text
 from ..model import HookedTransformer
 from ..tasks import Task, masked_loss
-from ..files import atomic_write_text
 from .ablation import head_ablation_effects
 from .heads import HeadScores, head_scores
 

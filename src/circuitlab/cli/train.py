@@ -122,5 +122,6 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(model, task, train_cfg, out_dir=out, resume=args.resume, progress=not args.no_progress)
     final = result.final
-    print(f"step {result.step}: eval loss {final.get('eval_loss', float('nan')):.4f} in {result.seconds:.1f} s; run in {out}")
+    loss = final.get("eval_loss", float("nan"))
+    print(f"step {result.step}: eval loss {loss:.4f} in {result.seconds:.1f} s; run in {out}")
     return 130 if result.interrupted else 0

@@ -81,8 +81,14 @@ class IOI(Task):
 
     def __post_init__(self) -> None:
         for t in self.templates:
-            self._check(all(t.count("{" + s + "}") == 1 for s in SLOTS), "templates", f"{t!r} needs {{A}}, {{B}}, {{S}} once each")
-        self._check(not any(t.endswith(("{A}", "{B}", "{S}")) for t in self.templates), "templates", "must end after the names")
+            self._check(
+                all(t.count("{" + s + "}") == 1 for s in SLOTS),
+                "templates",
+                f"{t!r} needs {{A}}, {{B}}, {{S}} once each",
+            )
+        self._check(
+            not any(t.endswith(("{A}", "{B}", "{S}")) for t in self.templates), "templates", "must end after the names"
+        )
         if self.tokenizer is None:
             self.vocab = WordVocab([t.format(A="", B="", S="") for t in self.templates] + list(self.names))
         else:

@@ -42,7 +42,7 @@ class ModularAddition(Task):
         if self.split == "all":
             return everything
         order = torch.randperm(self.p**2, generator=torch.Generator().manual_seed(self.split_seed))
-        n_train = int(round(self.train_fraction * self.p**2))
+        n_train = round(self.train_fraction * self.p**2)
         return everything[order[:n_train] if self.split == "train" else order[n_train:]]
 
     def _generate(self, batch_size: int, gen: torch.Generator) -> Batch:

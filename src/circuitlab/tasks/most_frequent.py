@@ -23,7 +23,9 @@ class MostFrequent(Task):
     first_token: int = 3
 
     def __post_init__(self) -> None:
-        self._check(self.vocab > self.first_token + 1, "vocab", f"must leave tokens above first_token={self.first_token}")
+        self._check(
+            self.vocab > self.first_token + 1, "vocab", f"must leave tokens above first_token={self.first_token}"
+        )
         self._check(self.length >= 1, "length", "must be positive")
 
     @property

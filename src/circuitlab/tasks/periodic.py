@@ -26,9 +26,11 @@ class Periodic(Task):
     first_token: int = 3
 
     def __post_init__(self) -> None:
-        self._check(2 <= self.min_period <= self.max_period, "min_period", f"need 2 <= min_period <= max_period")
+        self._check(2 <= self.min_period <= self.max_period, "min_period", "need 2 <= min_period <= max_period")
         self._check(self.length > self.max_period + 1, "length", f"must exceed max_period + 1 = {self.max_period + 1}")
-        self._check(self.vocab > self.first_token + 1, "vocab", f"must leave tokens above first_token={self.first_token}")
+        self._check(
+            self.vocab > self.first_token + 1, "vocab", f"must leave tokens above first_token={self.first_token}"
+        )
 
     @property
     def d_vocab(self) -> int:

@@ -69,5 +69,10 @@ class RepeatedTokens(Task):
         predictable = in_repeat & (pos > start2)  # by target position
         loss_mask = torch.cat([predictable[:, 1:], torch.zeros_like(predictable[:, :1])], dim=1)
         prev = torch.where(in_repeat, pos - offset, torch.full_like(pos, -1))  # earlier occurrence, or -1
-        metadata = {"first_start": start1[:, 0], "repeat_start": start2[:, 0], "chunk_len": chunk[:, 0], "prev_occurrence": prev}
+        metadata = {
+            "first_start": start1[:, 0],
+            "repeat_start": start2[:, 0],
+            "chunk_len": chunk[:, 0],
+            "prev_occurrence": prev,
+        }
         return Batch(tokens, lm_targets(tokens), loss_mask, metadata)

@@ -8,13 +8,13 @@ from .trainer import TrainResult, data_seed, train
 
 __all__ = [
     "PRESETS",
-    "Preset",
-    "from_preset",
     "MetricsLog",
+    "Preset",
     "TrainResult",
     "TrainingConfig",
     "data_seed",
     "evaluate",
+    "from_preset",
     "list_checkpoints",
     "load_checkpoint",
     "train",

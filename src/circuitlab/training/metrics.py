@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..tasks import Batch, per_position_loss
 from ..files import atomic_write
+from ..tasks import Batch, per_position_loss
 
 MetricFn = Callable[[torch.nn.Module], float | dict[str, float]]
 

@@ -25,7 +25,16 @@ PRESETS: dict[str, Preset] = {
     "induction": Preset(
         task="repeated_tokens",
         model=dict(n_layers=2, n_heads=2, d_model=64, attn_only=True, normalization_type=None),
-        training=dict(steps=600, lr=1e-2, warmup_steps=20, batch_size=64, eval_every=50, n_log_checkpoints=12),
+        training=dict(
+            steps=600,
+            lr=1e-2,
+            warmup_steps=20,
+            schedule="cosine",
+            min_lr_fraction=0.1,
+            batch_size=64,
+            eval_every=50,
+            n_log_checkpoints=12,
+        ),
         description="2-layer attention-only model on repeated random tokens (induction heads)",
     ),
     "periodic": Preset(

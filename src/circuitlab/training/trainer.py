@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from ..model import HookedTransformer
 from ..tasks import Task, masked_loss
-from ..files import atomic_write
 from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .metrics import MetricFn, MetricsLog, evaluate, run_metric_fns
