@@ -24,6 +24,13 @@ CONFIGS: dict[str, dict] = {
     "gqa": dict(n_key_value_heads=2),
     "gqa_rotary_rms": dict(n_key_value_heads=1, positional_embedding_type="rotary", normalization_type="RMS"),
     "attn_result": dict(use_attn_result=True),
+    "parallel_attn_mlp": dict(parallel_attn_mlp=True),
+    "gated_mlp_rms_silu": dict(gated_mlp=True, normalization_type="RMS", act_fn="silu"),
+    "local_attention": dict(attn_types=["local", "global"], window_size=3),
+    "neox_like": dict(parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_dim=4),
+    "llama_like": dict(
+        gated_mlp=True, normalization_type="RMS", act_fn="silu", positional_embedding_type="rotary", n_key_value_heads=2
+    ),
 }
 
 
