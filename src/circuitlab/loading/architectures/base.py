@@ -43,10 +43,11 @@ def act_fn(name: str) -> str:
 class Weight:
     """One Hugging Face parameter (alternative names in order of preference) -> our parameter(s)."""
 
-    source: str | tuple[str, ...]  # later names are only used when the config ties embeddings
+    source: str | tuple[str, ...]  # the name, or its spellings across transformers versions
     targets: str | tuple[str, ...]
     reshape: Reshape = lambda t, cfg: t
     optional: bool = False  # absent in some configs (biases switched off): ours then stay zero
+    tied: str | None = None  # read this one instead when absent and the config ties embeddings
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -91,7 +92,8 @@ class Architecture:
         for rule in self.weights:
             layers: Sequence[int | None] = range(cfg.n_layers) if "{l}" in rule.sources[0] else [None]
             for layer in layers:
-                sources = [s.format(l=layer) for s in (rule.sources if tied else rule.sources[:1])]
+                fallback = (rule.tied,) if tied and rule.tied else ()
+                sources = [s.format(l=layer) for s in (*rule.sources, *fallback)]
                 found = next((s for s in sources if s in state), None)
                 if found is None:
                     if not rule.optional:

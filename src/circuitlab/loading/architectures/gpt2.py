@@ -66,7 +66,7 @@ GPT2 = Architecture(
         Weight(f"{H}.mlp.c_proj.bias", "blocks.{l}.mlp.b_out"),
         Weight("transformer.ln_f.weight", "ln_final.w"),
         Weight("transformer.ln_f.bias", "ln_final.b"),
-        Weight(("lm_head.weight", "transformer.wte.weight"), "unembed.W_U", lambda t, cfg: t.T),
+        Weight("lm_head.weight", "unembed.W_U", lambda t, cfg: t.T, tied="transformer.wte.weight"),
     ),
     ignore=(r"\.attn\.(masked_)?bias$",),
 )

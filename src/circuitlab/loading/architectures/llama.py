@@ -89,7 +89,7 @@ LLAMA = Architecture(
         Weight(f"{L}.mlp.up_proj.weight", "blocks.{l}.mlp.W_in", transpose),
         Weight(f"{L}.mlp.down_proj.weight", "blocks.{l}.mlp.W_out", transpose),
         Weight("model.norm.weight", "ln_final.w"),
-        Weight(("lm_head.weight", "model.embed_tokens.weight"), "unembed.W_U", transpose),
+        Weight("lm_head.weight", "unembed.W_U", transpose, tied="model.embed_tokens.weight"),
     ),
     ignore=(r"rotary_emb\.inv_freq$",),
 )

@@ -42,7 +42,7 @@ GPT_NEO = Architecture(
         Weight(f"{H}.mlp.c_proj.bias", "blocks.{l}.mlp.b_out"),
         Weight("transformer.ln_f.weight", "ln_final.w"),
         Weight("transformer.ln_f.bias", "ln_final.b"),
-        Weight(("lm_head.weight", "transformer.wte.weight"), "unembed.W_U", transpose),
+        Weight("lm_head.weight", "unembed.W_U", transpose, tied="transformer.wte.weight"),
     ),
     ignore=(r"\.attn\.attention\.(masked_)?bias$",),
 )

@@ -67,7 +67,7 @@ GPT_NEOX = Architecture(
         Weight(f"{L}.mlp.dense_4h_to_h.bias", "blocks.{l}.mlp.b_out"),
         Weight("gpt_neox.final_layer_norm.weight", "ln_final.w"),
         Weight("gpt_neox.final_layer_norm.bias", "ln_final.b"),
-        Weight(("embed_out.weight", "gpt_neox.embed_in.weight"), "unembed.W_U", transpose),
+        Weight(("embed_out.weight", "lm_head.weight"), "unembed.W_U", transpose, tied="gpt_neox.embed_in.weight"),
     ),
     ignore=(r"\.attention\.(masked_)?bias$", r"rotary_emb\.inv_freq$"),
 )
