@@ -59,3 +59,15 @@ def randomize_norm_weights(model: HookedTransformer, seed: int = 1) -> None:
 @pytest.fixture
 def tokens() -> torch.Tensor:
     return torch.randint(0, 40, (3, 11), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_for_loading_tests(request):
+    """The loading tests run many tiny models: one thread is faster, and two stall on a busy 2-core machine."""
+    if not request.module.__name__.rsplit(".", 1)[-1].startswith("test_loading_"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -144,10 +144,11 @@ class Attention(nn.Module):
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.group > 1:  # query head i reads key/value head i // group
             k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
-        scores = q @ k.transpose(-1, -2) / self.cfg.attn_scale  # [batch, head, query_pos, key_pos]
+        # In place on the fresh product: one [batch, head, query_pos, key_pos] tensor instead of three.
+        scores = torch.matmul(q, k.transpose(-1, -2)).div_(self.cfg.attn_scale)
         blocked = self._blocked(*scores.shape[-2:], scores.device)
         if blocked is not None:
-            scores = scores.masked_fill(blocked, float("-inf"))
+            scores = scores.masked_fill_(blocked, float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         return pattern @ v  # [batch, head, query_pos, d_head]
