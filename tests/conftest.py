@@ -24,6 +24,13 @@ CONFIGS: dict[str, dict] = {
     "gqa": dict(n_key_value_heads=2),
     "gqa_rotary_rms": dict(n_key_value_heads=1, positional_embedding_type="rotary", normalization_type="RMS"),
     "attn_result": dict(use_attn_result=True),
+    "parallel_attn_mlp": dict(parallel_attn_mlp=True),
+    "gated_mlp_rms_silu": dict(gated_mlp=True, normalization_type="RMS", act_fn="silu"),
+    "local_attention": dict(attn_types=["local", "global"], window_size=3),
+    "neox_like": dict(parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_dim=4),
+    "llama_like": dict(
+        gated_mlp=True, normalization_type="RMS", act_fn="silu", positional_embedding_type="rotary", n_key_value_heads=2
+    ),
 }
 
 
@@ -63,3 +70,15 @@ def trained_induction():
     task, model_cfg, train_cfg = from_preset("induction", training=dict(steps=400))
     result = train(HookedTransformer(model_cfg), task, train_cfg, metrics=register_head_scores(), progress=False)
     return task, result
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_for_loading_tests(request):
+    """The loading tests run many tiny models: one thread is faster, and two stall on a busy 2-core machine."""
+    if not request.module.__name__.rsplit(".", 1)[-1].startswith("test_loading_"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

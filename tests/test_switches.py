@@ -114,3 +114,40 @@ def test_fast_path_is_taken_only_without_pattern_hooks() -> None:
     with model.hooks(bwd_hooks=[("blocks.0.attn.hook_pattern", lambda g, hook: None)]):
         assert attn.needs_pattern()
     assert not attn.needs_pattern()
+
+
+def test_local_attention_sees_only_the_last_window_size_keys(tokens: torch.Tensor) -> None:
+    model = small_model(attn_types=["local", "global"], window_size=3)
+    _, cache = model.run_with_cache(tokens)
+    distance = torch.arange(11)[:, None] - torch.arange(11)[None, :]
+    local, full = cache["pattern", 0], cache["pattern", 1]
+    assert (local[..., (distance >= 3) | (distance < 0)] == 0).all()
+    assert (local[..., (distance >= 0) & (distance < 3)] > 0).all()
+    assert (full[..., distance >= 0] > 0).all()
+    with pytest.raises(ValueError, match="window_size"):
+        small_cfg(attn_types=["local", "global"])
+    with pytest.raises(ValueError, match="attn_types"):
+        small_cfg(attn_types=["local"], window_size=2)
+
+
+def test_parallel_attn_mlp_reads_resid_pre_and_has_no_resid_mid(tokens: torch.Tensor) -> None:
+    model = small_model(parallel_attn_mlp=True)
+    assert not any(name.endswith("hook_resid_mid") for name in model.hook_dict)
+    _, cache = model.run_with_cache(tokens)
+    for layer in range(2):
+        block = model.blocks[layer]
+        torch.testing.assert_close(cache["mlp_out", layer], block.mlp(block.ln2(cache["resid_pre", layer])))
+        total = cache["resid_pre", layer] + cache["attn_out", layer] + cache["mlp_out", layer]
+        torch.testing.assert_close(cache["resid_post", layer], total)
+
+
+def test_gated_mlp_multiplies_the_activated_gate_by_the_linear_branch(tokens: torch.Tensor) -> None:
+    model = small_model(gated_mlp=True, act_fn="silu", normalization_type="RMS")
+    assert model.cfg.n_params == 2 * (4 * 32 * 8 * 4 + 3 * 32 * 128)
+    _, cache = model.run_with_cache(tokens)
+    mlp = model.blocks[0].mlp
+    x = cache["blocks.0.ln2.hook_normalized"] * model.blocks[0].ln2.w
+    torch.testing.assert_close(cache["blocks.0.mlp.hook_pre"], x @ mlp.W_gate)
+    torch.testing.assert_close(cache["blocks.0.mlp.hook_pre_linear"], x @ mlp.W_in)
+    expected = torch.nn.functional.silu(x @ mlp.W_gate) * (x @ mlp.W_in) + mlp.b_in
+    torch.testing.assert_close(cache["blocks.0.mlp.hook_post"], expected)

@@ -73,6 +73,8 @@ class Attention(nn.Module):
             self.register_parameter(prefix + name, nn.Parameter(torch.zeros(kv, e, dtype=cfg.dtype)))
         self.kv_prefix = prefix
         self.group = h // kv
+        # A local layer (GPT-Neo, Mistral) lets query q see only keys q - window_size < k <= q.
+        self.window = cfg.window_size if cfg.attn_types is not None and cfg.attn_types[layer] == "local" else None
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
@@ -124,19 +126,29 @@ class Attention(nn.Module):
             return result.sum(dim=2) + self.b_O
         return z.flatten(-2) @ self.W_O.flatten(0, 1) + self.b_O  # (head d_head) contracted at once
 
+    def _blocked(self, n_q: int, n_k: int, device: torch.device) -> torch.Tensor | None:
+        """[query_pos, key_pos] True where attention is forbidden (the future; beyond a local window)."""
+        if not self.cfg.causal:
+            return None
+        offset = torch.arange(n_q, device=device)[:, None] + (n_k - n_q) - torch.arange(n_k, device=device)[None, :]
+        blocked = offset < 0  # query minus key position
+        return blocked | (offset >= self.window) if self.window is not None else blocked
+
     def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.cfg.causal, scale=1.0 / self.cfg.attn_scale, enable_gqa=self.group > 1
-        )
+        scale, gqa = 1.0 / self.cfg.attn_scale, self.group > 1
+        if self.window is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal, scale=scale, enable_gqa=gqa)
+        allowed = ~self._blocked(q.shape[-2], k.shape[-2], q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=gqa)
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.group > 1:  # query head i reads key/value head i // group
             k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
-        scores = q @ k.transpose(-1, -2) / self.cfg.attn_scale  # [batch, head, query_pos, key_pos]
-        if self.cfg.causal:
-            n_q, n_k = scores.shape[-2:]
-            future = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(n_k - n_q + 1)
-            scores = scores.masked_fill(future, float("-inf"))
+        # In place on the fresh product: one [batch, head, query_pos, key_pos] tensor instead of three.
+        scores = torch.matmul(q, k.transpose(-1, -2)).div_(self.cfg.attn_scale)
+        blocked = self._blocked(*scores.shape[-2:], scores.device)
+        if blocked is not None:
+            scores = scores.masked_fill_(blocked, float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         return pattern @ v  # [batch, head, query_pos, d_head]

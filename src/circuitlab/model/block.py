@@ -1,4 +1,7 @@
-"""A transformer block: resid_pre -> attention -> resid_mid -> MLP -> resid_post, with TransformerLens hooks."""
+"""A transformer block: resid_pre -> attention -> resid_mid -> MLP -> resid_post, with TransformerLens hooks.
+
+With `parallel_attn_mlp` both sublayers read resid_pre and resid_post = resid_pre + attn_out + mlp_out.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ class TransformerBlock(nn.Module):
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
         self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
-        if not cfg.attn_only:
+        if not cfg.attn_only and not cfg.parallel_attn_mlp:
             self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
@@ -57,6 +60,10 @@ class TransformerBlock(nn.Module):
         attn_out = self.hook_attn_out(self.attn(*self._attention_inputs(resid_pre)))
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
+        if self.cfg.parallel_attn_mlp:  # GPT-J / NeoX: the MLP reads resid_pre too, not resid_mid
+            mlp_in = self.hook_mlp_in(resid_pre.clone()) if self.cfg.use_hook_mlp_in else resid_pre
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+            return self.hook_resid_post(resid_pre + attn_out + mlp_out)
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))

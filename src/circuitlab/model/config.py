@@ -18,6 +18,7 @@ import torch
 ACT_FNS = ("relu", "gelu", "gelu_new", "gelu_fast", "silu", "solu_ln")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "none", "rotary")
+ATTN_TYPES = ("global", "local")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -45,6 +46,11 @@ class HookedTransformerConfig:
     Required: `n_layers`, `d_model`, `n_ctx`, `d_vocab`, and `n_heads` or `d_head` (the other is derived
     as d_model // given). Left as None, `d_mlp` becomes 4 * d_model, `attn_scale` sqrt(d_head),
     `rotary_dim` d_head, `init_range` 0.8 / sqrt(d_model) and `d_vocab_out` d_vocab.
+
+    Switches for pretrained families: `parallel_attn_mlp` (GPT-J/NeoX: attention and MLP both read
+    resid_pre; no hook_resid_mid), `gated_mlp` (Llama's SwiGLU: act(x W_gate) * (x W_in) + b_in, with
+    `mlp.hook_pre_linear`), `attn_types` (per layer "global" or "local") with `window_size` (a local
+    layer's query at position q sees keys q - window_size < k <= q, as GPT-Neo and Mistral).
     """
 
     n_layers: int
@@ -73,6 +79,10 @@ class HookedTransformerConfig:
     use_hook_mlp_in: bool = False
     use_hook_tokens: bool = False
     fast_attention: bool = True
+    parallel_attn_mlp: bool = False
+    gated_mlp: bool = False
+    attn_types: list[str] | None = None
+    window_size: int | None = None
     seed: int | None = None
     init_range: float | None = None
     init_weights: bool = True
@@ -144,6 +154,18 @@ class HookedTransformerConfig:
             raise _bad("init_range", self.init_range, "expected a positive standard deviation")
         if not self.eps > 0:
             raise _bad("eps", self.eps, "expected a small positive number")
+        if self.attn_types is not None:
+            self.attn_types = list(self.attn_types)
+            if len(self.attn_types) != self.n_layers or any(t not in ATTN_TYPES for t in self.attn_types):
+                raise _bad("attn_types", self.attn_types, f"expected one of {list(ATTN_TYPES)} per layer, or None")
+            if "local" in self.attn_types and (
+                not isinstance(self.window_size, int) or isinstance(self.window_size, bool) or self.window_size < 1
+            ):
+                raise _bad("window_size", self.window_size, "local attention needs a positive integer window_size")
+            if "local" in self.attn_types and not self.causal:
+                raise _bad("attn_types", self.attn_types, "local attention is only defined for causal models")
+        if self.gated_mlp and self.act_fn == "solu_ln":
+            raise _bad("gated_mlp", True, "a gated MLP with act_fn='solu_ln' is not supported")
         if self.use_attn_in and self.use_split_qkv_input:
             raise _bad("use_attn_in", True, "use_attn_in and use_split_qkv_input are exclusive; pick one")
         flags = (
@@ -158,6 +180,8 @@ class HookedTransformerConfig:
             "rotary_adjacent_pairs",
             "fast_attention",
             "init_weights",
+            "parallel_attn_mlp",
+            "gated_mlp",
         )
         for name in flags:
             if not isinstance(getattr(self, name), bool):
@@ -184,7 +208,7 @@ class HookedTransformerConfig:
     def n_params(self) -> int:
         """Parameters in attention and MLP weight matrices (TransformerLens's count: no embeddings)."""
         attn = self.d_model * self.d_head * (2 * self.n_heads + 2 * self.n_kv_heads)
-        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        mlp = 0 if self.attn_only else (3 if self.gated_mlp else 2) * self.d_model * self.d_mlp
         return self.n_layers * (attn + mlp)
 
     def to_dict(self) -> dict[str, Any]:

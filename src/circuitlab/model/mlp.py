@@ -1,4 +1,4 @@
-"""The MLP sublayer: W_in [d_model, d_mlp], activation, W_out [d_mlp, d_model]."""
+"""The MLP sublayer: W_in [d_model, d_mlp], activation, W_out [d_mlp, d_model]; optionally gated (W_gate)."""
 
 from __future__ import annotations
 
@@ -41,18 +41,28 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 class MLP(nn.Module):
     def __init__(self, cfg: HookedTransformerConfig) -> None:
         super().__init__()
+        self.gated = cfg.gated_mlp
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        if self.gated:  # SwiGLU and friends: act(x W_gate) * (x W_in) + b_in (TransformerLens GatedMLP)
+            self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
         self.act_fn = ACTIVATIONS[cfg.act_fn]
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        if self.gated:
+            self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
         if cfg.act_fn == "solu_ln":
             self.hook_mid = HookPoint()  # [batch, pos, d_mlp]
             self.ln = (LayerNorm if cfg.normalization_type == "LN" else LayerNormPre)(cfg, cfg.d_mlp)
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            pre = self.hook_pre(x @ self.W_gate)  # [batch, pos, d_mlp]
+            pre_linear = self.hook_pre_linear(x @ self.W_in)  # [batch, pos, d_mlp]
+            post = self.hook_post(self.act_fn(pre) * pre_linear + self.b_in)
+            return post @ self.W_out + self.b_out
         pre = self.hook_pre(x @ self.W_in + self.b_in)  # [batch, pos, d_mlp]
         if hasattr(self, "ln"):
             post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))

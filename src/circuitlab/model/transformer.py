@@ -40,6 +40,7 @@ class HookedTransformer(HookedRootModule):
         if not isinstance(cfg, HookedTransformerConfig):
             raise TypeError(f"HookedTransformer needs a HookedTransformerConfig or a dict, got {type(cfg).__name__}")
         self.cfg = cfg
+        self.tokenizer: Any = None  # a `transformers` tokenizer, set by from_pretrained or set_tokenizer
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         if cfg.positional_embedding_type == "standard":
@@ -99,12 +100,12 @@ class HookedTransformer(HookedRootModule):
 
     def forward(
         self,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | str | list[str],
         return_type: str | None = "logits",
         loss_per_token: bool = False,
         stop_at_layer: int | None = None,
     ) -> Any:
-        """Run on token ids [batch, pos].
+        """Run on token ids [batch, pos] (or text, when the model has a tokenizer: see `to_tokens`).
 
         return_type: "logits" [batch, pos, d_vocab_out], "loss" (mean next-token loss, or [batch, pos-1]
         with `loss_per_token`), "both" (logits, loss), or None. `stop_at_layer=l` returns the residual
@@ -112,6 +113,9 @@ class HookedTransformer(HookedRootModule):
         """
         if return_type not in RETURN_TYPES:
             raise ValueError(f"return_type={return_type!r} is invalid: expected one of {list(RETURN_TYPES)}")
+        is_text = isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str))
+        if is_text and self.tokenizer is not None:
+            tokens = self.to_tokens(tokens)
         tokens = self._check_tokens(tokens)
         if self.cfg.use_hook_tokens:
             tokens = self.hook_tokens(tokens)
@@ -307,6 +311,99 @@ class HookedTransformer(HookedRootModule):
     def OV(self) -> FactoredMatrix:
         """W_V W_O per head: [n_layers, n_heads, d_model, d_model], factored."""
         return FactoredMatrix(self.W_V, self.W_O)
+
+    # ---- pretrained models and tokenizers (circuitlab.loading, imported on first use) ---------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        fold_value_biases: bool = True,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        tokenizer: bool = True,
+    ) -> HookedTransformer:
+        """A Hugging Face causal LM (local folder in HF layout, or hub name), processed for interpretability.
+
+        See `circuitlab.loading.from_pretrained`; supported: `circuitlab.loading.SUPPORTED`.
+        """
+        from ..loading import from_pretrained
+
+        return from_pretrained(
+            name_or_path,
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            tokenizer=tokenizer,
+        )
+
+    @classmethod
+    def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> HookedTransformer:
+        """`from_pretrained` with the weights exactly as stored (no folding or centring)."""
+        from ..loading import from_pretrained_no_processing
+
+        return from_pretrained_no_processing(name_or_path, **kwargs)
+
+    @classmethod
+    def from_hf_model(cls, hf_model: Any, tokenizer: Any = None, **kwargs: Any) -> HookedTransformer:
+        """Convert a `transformers` model object in memory (same processing options as from_pretrained)."""
+        from ..loading import from_hf_model
+
+        return from_hf_model(hf_model, tokenizer, **kwargs)
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        from ..loading.tokens import set_tokenizer
+
+        set_tokenizer(self, tokenizer)
+
+    def to_tokens(
+        self,
+        input: str | list[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        move_to_device: bool = True,
+        truncate: bool = True,
+    ) -> torch.Tensor:
+        """Token ids [batch, pos] of a text or texts; BOS first unless prepend_bos=False."""
+        from ..loading.tokens import to_tokens
+
+        return to_tokens(self, input, prepend_bos, padding_side, move_to_device, truncate)
+
+    def to_string(self, tokens: Any) -> str | list[str]:
+        from ..loading.tokens import to_string
+
+        return to_string(self, tokens)
+
+    def to_str_tokens(self, input: Any, prepend_bos: bool | None = None) -> list[str] | list[list[str]]:
+        from ..loading.tokens import to_str_tokens
+
+        return to_str_tokens(self, input, prepend_bos)
+
+    def to_single_token(self, string: str) -> int:
+        from ..loading.tokens import to_single_token
+
+        return to_single_token(self, string)
+
+    def get_token_position(
+        self, single_token: str | int, input: Any, mode: str = "first", prepend_bos: bool | None = None
+    ) -> int:
+        from ..loading.tokens import get_token_position
+
+        return get_token_position(self, single_token, input, mode, prepend_bos)
+
+    def generate(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any) -> Any:
+        """Greedy (do_sample=False) or sampled continuation; see `circuitlab.loading.generate.generate`."""
+        from ..loading.generate import generate
+
+        return generate(self, input, max_new_tokens, **kwargs)
 
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -104,7 +104,7 @@ def rotary(x: np.ndarray, cfg: Any) -> np.ndarray:
     return np.concatenate([rotated, x[..., r:]], axis=-1)
 
 
-def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) -> np.ndarray:
+def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts, layer: int = 0) -> np.ndarray:
     """Multi-head attention on x [batch, pos, d_model]; grouped-query when kv heads < heads."""
     kv = "_" if cfg.n_key_value_heads is not None else ""
     q = np.einsum("bpd,hde->bphe", x, params[f"{prefix}.W_Q"]) + params[f"{prefix}.b_Q"]
@@ -119,7 +119,11 @@ def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) 
     scores = np.einsum("bqhe,bkhe->bhqk", q, k) / cfg.attn_scale
     if cfg.causal:
         n = x.shape[1]
-        scores = np.where(np.triu(np.ones((n, n), dtype=bool), k=1), -np.inf, scores)
+        distance = np.arange(n)[:, None] - np.arange(n)[None, :]  # query minus key position
+        blocked = distance < 0
+        if getattr(cfg, "attn_types", None) is not None and cfg.attn_types[layer] == "local":
+            blocked = blocked | (distance >= cfg.window_size)  # a local layer sees the last window_size keys
+        scores = np.where(blocked, -np.inf, scores)
     pattern = softmax(scores)
     z = np.einsum("bhqk,bkhe->bqhe", pattern, v)
     acts[f"{prefix}.hook_attn_scores"], acts[f"{prefix}.hook_pattern"], acts[f"{prefix}.hook_z"] = (
@@ -135,6 +139,11 @@ def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) 
 
 # ---- MLP and the whole model -----------------------------------------------------------------
 def mlp(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) -> np.ndarray:
+    if getattr(cfg, "gated_mlp", False):  # act(x W_gate) * (x W_in) + b_in
+        acts[f"{prefix}.hook_pre"] = pre = x @ params[f"{prefix}.W_gate"]
+        acts[f"{prefix}.hook_pre_linear"] = pre_linear = x @ params[f"{prefix}.W_in"]
+        acts[f"{prefix}.hook_post"] = post = ACTIVATIONS[cfg.act_fn](pre) * pre_linear + params[f"{prefix}.b_in"]
+        return post @ params[f"{prefix}.W_out"] + params[f"{prefix}.b_out"]
     acts[f"{prefix}.hook_pre"] = pre = x @ params[f"{prefix}.W_in"] + params[f"{prefix}.b_in"]
     post = ACTIVATIONS[cfg.act_fn](pre)
     if cfg.act_fn == "solu_ln":  # SoLU is followed by its own LayerNorm over the neurons
@@ -148,8 +157,14 @@ def mlp(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) -> np.
 def block(resid: np.ndarray, layer: int, params: Params, cfg: Any, acts: Acts) -> np.ndarray:
     p = f"blocks.{layer}"
     acts[f"{p}.hook_resid_pre"] = resid
-    attn_out = attention(normalize(resid, f"{p}.ln1", params, cfg, acts), f"{p}.attn", params, cfg, acts)
+    attn_out = attention(normalize(resid, f"{p}.ln1", params, cfg, acts), f"{p}.attn", params, cfg, acts, layer)
     acts[f"{p}.hook_attn_out"] = attn_out
+    if getattr(cfg, "parallel_attn_mlp", False) and not cfg.attn_only:  # both sublayers read resid_pre
+        mlp_out = mlp(normalize(resid, f"{p}.ln2", params, cfg, acts), f"{p}.mlp", params, cfg, acts)
+        acts[f"{p}.hook_mlp_out"] = mlp_out
+        resid = resid + attn_out + mlp_out
+        acts[f"{p}.hook_resid_post"] = resid
+        return resid
     resid = resid + attn_out
     if not cfg.attn_only:
         acts[f"{p}.hook_resid_mid"] = resid

@@ -1,0 +1,169 @@
+"""Pretrained Hugging Face models as `HookedTransformer`s, processed for interpretability.
+
+`from_pretrained(folder or hub name)`, `from_pretrained_no_processing(...)` and `from_hf_model(model)`;
+the families are declared in `circuitlab.loading.architectures`, weight processing lives in
+`processing`, tokenizer helpers in `tokens` and sampling in `generate`. `transformers` is imported only
+when a model is loaded, so `import circuitlab` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..model.config import _dtype_from
+from . import files
+from .architectures import SUPPORTED, Architecture, find_architecture
+from .files import HubUnreachableError
+from .processing import process_weights
+
+if TYPE_CHECKING:
+    from ..model.transformer import HookedTransformer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    tokenizer: bool = True,
+) -> HookedTransformer:
+    """Load a causal LM from a local folder in Hugging Face layout (or a hub name, which needs the network).
+
+    The four processing steps (see `circuitlab.loading.processing`) are on by default; they keep the
+    log-probabilities. The weights are processed in float32, then cast to `dtype`. With `tokenizer`,
+    the folder's tokenizer (if it has one) becomes `model.tokenizer`.
+    """
+    folder = files.resolve(name_or_path, revision)
+    arch = find_architecture(files.read_config(folder))  # before importing transformers: fails fast
+    from transformers import AutoConfig
+
+    hf_cfg = AutoConfig.from_pretrained(str(folder))
+    state = files.load_state_dict(folder)
+    tok = load_tokenizer(folder) if tokenizer else None
+    return _build(
+        arch,
+        hf_cfg,
+        state,
+        tok,
+        dict(
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+        ),
+        dtype=dtype,
+        device=device,
+        name=str(name_or_path),
+    )
+
+
+def from_pretrained_no_processing(name_or_path: str | os.PathLike, **kwargs: Any) -> HookedTransformer:
+    """`from_pretrained` with every processing step off: the weights exactly as stored."""
+    steps = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+    return from_pretrained(name_or_path, **{**steps, **kwargs})
+
+
+def from_hf_model(
+    hf_model: Any,
+    tokenizer: Any = None,
+    *,
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+) -> HookedTransformer:
+    """Convert a `transformers` causal-LM object already in memory (its weights are copied, not shared)."""
+    hf_cfg = hf_model.config
+    arch = find_architecture({"architectures": [type(hf_model).__name__], "model_type": hf_cfg.model_type})
+    state = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    steps = dict(
+        fold_ln=fold_ln,
+        center_writing_weights=center_writing_weights,
+        center_unembed=center_unembed,
+        fold_value_biases=fold_value_biases,
+    )
+    name = getattr(hf_cfg, "_name_or_path", "") or type(hf_model).__name__
+    return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name)
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The folder's `transformers` tokenizer, or None when it holds no tokenizer files."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _build(
+    arch: Architecture,
+    hf_cfg: Any,
+    state: dict[str, torch.Tensor],
+    tokenizer: Any,
+    steps: dict[str, bool],
+    *,
+    dtype: torch.dtype | str,
+    device: str | torch.device | None,
+    name: str,
+) -> HookedTransformer:
+    from ..model.transformer import HookedTransformer
+
+    cfg = arch.make_config(hf_cfg, init_weights=False, model_name=name, tokenizer_name=name)
+    ours = arch.convert(state, cfg, tied=bool(getattr(hf_cfg, "tie_word_embeddings", False)))
+    ours = {k: v.to(torch.float32) for k, v in ours.items()}  # process in float32 whatever the stored dtype
+    with torch.device("meta"):  # the parameter names and shapes this config has, without memory
+        expected = HookedTransformer(cfg, move_to_device=False).state_dict()
+    unset = sorted(k for k in expected if k not in ours and not _is_bias(k))
+    extra = sorted(set(ours) - set(expected))
+    wrong = [
+        f"{k}: weights {tuple(ours[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in ours
+        if k in expected and ours[k].shape != expected[k].shape
+    ]
+    if unset or extra or wrong:
+        raise ValueError(
+            f"the {arch.name} weights do not fit the converted config: unset {unset[:8]}, unexpected {extra[:8]}, "
+            f"shape mismatches {wrong[:8]}"
+        )
+    for k, v in expected.items():  # biases the family does not have (GPT-Neo's b_Q, Llama's b_O, b_U)
+        ours.setdefault(k, torch.zeros(v.shape, dtype=torch.float32))
+    process_weights(ours, cfg, **steps)
+    cfg.dtype = _dtype_from(dtype)
+    model = HookedTransformer(cfg, move_to_device=False)
+    model.load_state_dict(ours)
+    cfg.init_weights = True
+    if device is not None:
+        cfg.device = str(torch.device(device))
+        model.to(cfg.device)
+    if tokenizer is not None:
+        model.set_tokenizer(tokenizer)
+    return model
+
+
+def _is_bias(name: str) -> bool:
+    leaf = name.rsplit(".", 1)[-1].lstrip("_")
+    return leaf == "b" or leaf.startswith("b_")
+
+
+__all__ = [
+    "SUPPORTED",
+    "HubUnreachableError",
+    "from_hf_model",
+    "from_pretrained",
+    "from_pretrained_no_processing",
+    "load_tokenizer",
+    "process_weights",
+]
