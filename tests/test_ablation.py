@@ -35,16 +35,16 @@ def test_mean_and_resample_use_the_reference(tokens: torch.Tensor) -> None:
     def spy(z, hook):
         seen["z"] = z
 
-    run_with_ablation(model, tokens, heads=[(0, 1)], method="mean", reference=reference)
-    with model.hooks(fwd_hooks=[*ablation_hooks(model, heads=[(0, 1)], reference=reference), ("blocks.0.attn.hook_z", spy)]):
+    spy_hook = ("blocks.0.attn.hook_z", spy)
+    with model.hooks(fwd_hooks=[*ablation_hooks(model, heads=[(0, 1)], reference=reference), spy_hook]):
         model(tokens)
     torch.testing.assert_close(seen["z"][:, :, 1], ref_cache["z", 0][:, :, 1].mean((0, 1)).expand(3, 11, -1))
     with model.hooks(fwd_hooks=[*ablation_hooks(model, heads=[(0, 1)], reference=reference, per_position=True),
-                                ("blocks.0.attn.hook_z", spy)]):  # fmt: skip
+                                spy_hook]):  # fmt: skip
         model(tokens)
     torch.testing.assert_close(seen["z"][0, :, 1], ref_cache["z", 0][:, :, 1].mean(0))
     with model.hooks(fwd_hooks=[*ablation_hooks(model, heads=[(0, 1)], method="resample", reference=reference),
-                                ("blocks.0.attn.hook_z", spy)]):  # fmt: skip
+                                spy_hook]):  # fmt: skip
         model(tokens)
     rows = [int((ref_cache["z", 0][:, :, 1] - seen["z"][b, :, 1]).abs().sum((1, 2)).argmin()) for b in range(3)]
     for b, r in enumerate(rows):
