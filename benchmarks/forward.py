@@ -11,29 +11,15 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 
 from circuitlab import HookedTransformer, HookedTransformerConfig
+from timing import time_calls
 
 GPT2_SMALL = dict(
     n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024, act_fn="gelu_new"
 )
-
-
-def time_calls(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each candidate, interleaved so machine noise hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 IMPORT_PROBE = """

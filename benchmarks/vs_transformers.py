@@ -18,19 +18,7 @@ from collections.abc import Callable
 import torch
 
 from circuitlab import HookedTransformer
-
-
-def time_calls(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each candidate, interleaved so machine noise hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
+from timing import time_calls
 
 
 def main() -> None:
