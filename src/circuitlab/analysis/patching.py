@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -227,61 +227,75 @@ def _patched_chunk(
     return run_from_layer(model, resid, layer, metric, n_var, fwd_hooks=[(site, patch)])
 
 
-def patch_resid_pre(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_resid_pre(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Residual stream entering each block, one position at a time: [layer, pos]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "resid_pre", **kwargs)
 
 
-def patch_resid_mid(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_resid_mid(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Residual stream between attention and MLP, one position at a time: [layer, pos]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "resid_mid", **kwargs)
 
 
-def patch_resid_post(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_resid_post(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Residual stream leaving each block, one position at a time: [layer, pos]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "resid_post", **kwargs)
 
 
-def patch_attn_out(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_attn_out(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Attention-layer outputs, one position at a time: [layer, pos]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "attn_out", **kwargs)
 
 
-def patch_mlp_out(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_mlp_out(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """MLP outputs, one position at a time: [layer, pos]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "mlp_out", **kwargs)
 
 
 def patch_head_out_all_pos(
-    model,
-    clean_tokens,
-    corrupted_tokens,
-    metric,
+    model: HookedTransformer,
+    clean_tokens: torch.Tensor,
+    corrupted_tokens: torch.Tensor,
+    metric: Metric,
     act: str = "z",
-    **kwargs,
+    **kwargs: Any,
 ) -> torch.Tensor:
     """Each head's output (`z`, or `result` with use_attn_result) at every position: [layer, head]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, act, by_pos=False, **kwargs)
 
 
 def patch_head_out_by_pos(
-    model,
-    clean_tokens,
-    corrupted_tokens,
-    metric,
+    model: HookedTransformer,
+    clean_tokens: torch.Tensor,
+    corrupted_tokens: torch.Tensor,
+    metric: Metric,
     act: str = "z",
-    **kwargs,
+    **kwargs: Any,
 ) -> torch.Tensor:
     """Each head's output at one position at a time: [layer, pos, head]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, act, by_pos=True, **kwargs)
 
 
-def patch_head_pattern_all_pos(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_head_pattern_all_pos(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Each head's whole attention pattern: [layer, head]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "pattern", by_pos=False, **kwargs)
 
 
-def patch_head_pattern_by_pos(model, clean_tokens, corrupted_tokens, metric, **kwargs) -> torch.Tensor:
+def patch_head_pattern_by_pos(
+    model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric: Metric, **kwargs: Any
+) -> torch.Tensor:
     """Each head's attention pattern, one destination (query) row at a time: [layer, pos, head]."""
     return patch_activation(model, clean_tokens, corrupted_tokens, metric, "pattern", by_pos=True, **kwargs)
 
