@@ -311,3 +311,20 @@ def test_attribution_patching_tracks_exact_patching(act, by_pos):
         corr = torch.corrcoef(torch.stack([effect_exact, effect_approx]))[0, 1]
         assert corr > 0.95, corr
         assert (effect_approx - effect_exact).abs().max() < 0.3 * effect_exact.abs().max()
+
+
+def test_path_patching_with_frozen_mlps_is_the_direct_path():
+    """With every other head and every MLP frozen, a sender reaches the residual stream only directly."""
+    model = small_model(dtype=torch.float64)
+    clean, corrupted = pair(9)
+    metric = logit_diff(ANSWER, DISTRACTOR, pos=END_POS)
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    frozen = path_patch(model, clean, corrupted, metric, freeze_mlps=True)
+    free = path_patch(model, clean, corrupted, metric)
+    for layer, head in [(0, 2), (1, 1)]:  # a later layer's MLP also reads the sender: frozen here
+        z_delta = corrupted_cache["z", layer][:, :, head] - clean_cache["z", layer][:, :, head]
+        resid = clean_cache["resid_post", 1] + z_delta @ model.W_O[layer, head]
+        expected = metric(model.unembed(model.ln_final(resid))).detach()
+        torch.testing.assert_close(frozen[layer, head], expected)
+        assert abs(float(free[layer, head] - expected)) > 1e-6  # recomputed MLPs carry part of the effect
