@@ -4,16 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench install
+.PHONY: demo test test-fast lint bench install
 
 demo: $(STAMP)
 	$(PY) -m circuitlab.demo
 
+# Everything, the slow end-to-end tests included (they fit in CI); `make test-fast` skips them.
 test: $(STAMP)
-	$(PY) -m pytest -q
-
-test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
