@@ -1,0 +1,5 @@
+"""One-command studies: claims about transformers checked against thresholds fixed in advance."""
+
+from .base import STUDIES, Check, Study, StudyResult, Verdict, get_study, register, run_study
+
+__all__ = ["STUDIES", "Check", "Study", "StudyResult", "Verdict", "get_study", "register", "run_study"]

@@ -1,0 +1,5 @@
+"""Figures (Plotly, offline) and self-contained HTML pages."""
+
+from .page import Page
+
+__all__ = ["Page"]
