@@ -139,3 +139,17 @@ def test_census_names_the_hand_built_heads(built: HookedTransformer) -> None:
     csv_text = census.to_csv()
     assert csv_text.splitlines()[0].startswith("head,roles,ablation_loss_increase")
     assert '"heads"' in census.to_json() and "L1H0" in census.table()
+
+
+def test_probes_refuse_contexts_too_short_for_head_roles() -> None:
+    from circuitlab.analysis import make_probes
+
+    with pytest.raises(ValueError, match="at least 6 tokens"):
+        make_probes(d_vocab=114, n_ctx=3)  # modular addition: a, b, =
+    for seed in range(20):  # the shortest allowed, BOS + 6: every repeated token's earlier copy is real
+        probes = make_probes(d_vocab=20, n_ctx=7, seed=seed)
+        earlier = probes.shifted_earlier.expand_as(probes.shifted)
+        rows, cols = torch.nonzero(earlier >= 0, as_tuple=True)
+        assert len(rows) >= 2
+        assert (earlier[rows, cols] < cols).all()
+        assert torch.equal(probes.shifted[rows, cols], probes.shifted[rows, earlier[rows, cols]])

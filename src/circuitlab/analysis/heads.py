@@ -62,6 +62,12 @@ def make_probes(
     low = 0 if bos is None else 1
     start = [] if bos is None else [torch.full((batch, 1), bos)]
     n_body = length - len(start)
+    if n_body < 6:
+        raise ValueError(
+            f"head-score probes need at least 6 tokens after BOS (a chunk and its repeat), but the context "
+            f"holds {n_body} (n_ctx={n_ctx}, length={length}); head roles such as induction are undefined for "
+            "such short contexts"
+        )
     half = n_body // 2
 
     def draw(n: int) -> torch.Tensor:  # distinct within a row when the vocabulary allows it
