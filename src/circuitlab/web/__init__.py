@@ -6,6 +6,8 @@ request size and computation time, `load_served` resolves MODEL_OR_RUN. FastAPI 
 (`circuitlab.web.app`), so the rest of circuitlab never needs it.
 """
 
+from typing import Any
+
 from .lab import InputError, Lab
 from .limits import Limits
 from .source import Served, load_served
@@ -13,7 +15,7 @@ from .source import Served, load_served
 __all__ = ["InputError", "Lab", "Limits", "Served", "create_app", "load_served"]
 
 
-def create_app(lab: Lab, limits: Limits | None = None):  # noqa: ANN201 (FastAPI is an optional import)
+def create_app(lab: Lab, limits: Limits | None = None) -> Any:  # a fastapi.FastAPI, imported on first use
     """The FastAPI app serving `lab` (see `circuitlab.web.app.create_app`)."""
     from .app import create_app as _create_app
 
