@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds one computation may run (default 30)")
     p.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="largest request body (default 65536)")
+    p.add_argument("--census-batch", type=int, default=32, help="sequences per head-census probe (default 32)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is invalid: expected 1 to 65535")
+    if args.census_batch < 1:
+        raise ValueError(f"--census-batch {args.census_batch} is invalid: expected a positive integer")
     limits = Limits(max_body_bytes=args.max_body_bytes, time_limit_s=args.time_limit)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print("no MODEL_OR_RUN given: training the induction preset in memory (keep one with "
               "`circuitlab train induction --out runs/induction`, then `circuitlab serve runs/induction`)")  # fmt: skip
     served = load_served(args.model)
-    app = create_app(Lab(served.model, served.name, served.kind, served.task), limits)
+    app = create_app(Lab(served.model, served.name, served.kind, served.task, args.census_batch), limits)
     if not _is_loopback(args.host):
         print(f"warning: binding {args.host}: the lab has no authentication, anyone who can reach this address "
               "can run computations on this machine", file=sys.stderr)  # fmt: skip

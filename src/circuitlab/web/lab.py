@@ -29,11 +29,20 @@ def _round(x: torch.Tensor, digits: int = 5) -> list:
 
 
 class Lab:
-    """A model served by the web lab, with the census cached after its first computation."""
+    """A model served by the web lab, with the census cached after its first computation.
 
-    def __init__(self, model: HookedTransformer, name: str = "model", kind: str = "model", task: Task | None = None):
+    `census_batch`: sequences per census probe (fewer is faster on large models)."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        name: str = "model",
+        kind: str = "model",
+        task: Task | None = None,
+        census_batch: int = 32,
+    ):
         self.model = model.eval()
-        self.name, self.kind, self.task = name, kind, task
+        self.name, self.kind, self.task, self.census_batch = name, kind, task, census_batch
         self._census: dict[str, Any] | None = None
         self._census_lock = threading.Lock()
 
@@ -209,7 +218,7 @@ class Lab:
                 if self.has_tokenizer:
                     tok = self.model.tokenizer
                     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-                census = head_census(self.model, task=self.task, bos=bos)
+                census = head_census(self.model, task=self.task, batch=self.census_batch, bos=bos)
                 self._census = {
                     "clean_loss": census.clean_loss,
                     "heads": [

@@ -97,7 +97,7 @@ function tokenAxis(tokens, title) {
 
 function renderAttention(data) {
   const trace = {
-    type: "heatmap", z: data.pattern, colorscale: "Blues", zmin: 0, zmax: 1,
+    type: "heatmap", z: data.pattern, colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
     hovertemplate: "query %{y} ← key %{x}: %{z:.3f}<extra></extra>",
   };
   const layout = {
