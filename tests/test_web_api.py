@@ -368,3 +368,16 @@ def test_serve_command_binds_loopback_by_default(tmp_path: Path, model: HookedTr
 
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "error: " in capsys.readouterr().err and len(calls) == 2
+    assert main(["serve", str(tmp_path / "m"), "--steps", "3"]) == 2
+    assert "steps=3 applies to presets trained in memory" in capsys.readouterr().err
+
+
+def test_serve_without_argument_trains_the_induction_preset(monkeypatch, capsys) -> None:
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    assert main(["serve", "--steps", "2"]) == 0
+    lab = calls[0].state.lab
+    assert lab.kind == "preset" and lab.task.name == "repeated_tokens" and lab.name.startswith("induction preset")
+    assert "training the induction preset in memory" in capsys.readouterr().out

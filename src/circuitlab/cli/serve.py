@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds one computation may run (default 30)")
     p.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="largest request body (default 65536)")
+    p.add_argument("--steps", type=int, help="training steps when serving a preset (default: the preset's)")
     p.add_argument("--census-batch", type=int, default=32, help="sequences per head-census probe (default 32)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None:
         print("no MODEL_OR_RUN given: training the induction preset in memory (keep one with "
               "`circuitlab train induction --out runs/induction`, then `circuitlab serve runs/induction`)")  # fmt: skip
-    served = load_served(args.model)
+    served = load_served(args.model, steps=args.steps)
     app = create_app(Lab(served.model, served.name, served.kind, served.task, args.census_batch), limits)
     if not _is_loopback(args.host):
         print(f"warning: binding {args.host}: the lab has no authentication, anyone who can reach this address "

@@ -35,18 +35,21 @@ def _task_from_run(config: dict[str, Any]) -> Task | None:
         return None
 
 
-def load_served(target: str | Path | None = None, progress: bool = True) -> Served:
+def load_served(target: str | Path | None = None, progress: bool = True, steps: int | None = None) -> Served:
     """Load MODEL_OR_RUN: a run directory (config.json + final/), a folder written by `model.save`, a Hugging
-    Face folder, or a preset name (trained in memory with its default settings). None: the induction preset."""
+    Face folder, or a preset name (trained in memory for `steps`, default the preset's). None: the induction
+    preset."""
     if target is None:
         target = DEFAULT_PRESET
     path = Path(target)
     if path.exists():
+        if steps is not None:
+            raise ValueError(f"steps={steps} applies to presets trained in memory, not to {path}")
         return _load_path(path)
     from ..training import PRESETS
 
     if str(target) in PRESETS:
-        return _train_preset(str(target), progress)
+        return _train_preset(str(target), progress, steps)
     raise ValueError(
         f"{target} is neither an existing path nor a preset name: pass a run directory (from `circuitlab train`), "
         f"a folder written by model.save, a Hugging Face model folder, or one of the presets {sorted(PRESETS)}"
@@ -79,9 +82,9 @@ def _load_path(path: Path) -> Served:
     return Served(HookedTransformer.from_pretrained(path), path.name, "huggingface")
 
 
-def _train_preset(name: str, progress: bool) -> Served:
+def _train_preset(name: str, progress: bool, steps: int | None) -> Served:
     from ..training import from_preset, train
 
-    task, model_cfg, train_cfg = from_preset(name)
+    task, model_cfg, train_cfg = from_preset(name, training={} if steps is None else {"steps": steps})
     result = train(HookedTransformer(model_cfg), task, train_cfg, progress=progress)
     return Served(result.model, f"{name} preset (trained in memory, {result.step} steps)", "preset", task)
