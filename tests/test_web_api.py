@@ -363,6 +363,12 @@ def test_serve_command_binds_loopback_by_default(tmp_path: Path, model: HookedTr
     assert app.state.limits.time_limit_s == 5 and app.state.lab.model.cfg.n_ctx == 24
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
 
+    with TestClient(app, base_url="http://127.0.0.1:8123") as c:  # the Host header is checked
+        assert c.get("/api/info").status_code == 200
+        assert c.get("/api/info", headers={"host": "localhost:8123"}).status_code == 200
+        rebound = c.get("/api/info", headers={"host": "attacker.example:8123"})
+        assert rebound.status_code == 400
+
     assert main(["serve", str(tmp_path / "m"), "--host", "0.0.0.0"]) == 0
     assert calls[-1][1]["host"] == "0.0.0.0" and "no authentication" in capsys.readouterr().err
 

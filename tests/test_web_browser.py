@@ -61,7 +61,7 @@ def server(trained_induction) -> Iterator[tuple[str, Lab]]:
     lab = Lab(result.model, "induction (400 steps)", "run", task, census_batch=8)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held open: no race with other processes
-    server = uvicorn.Server(uvicorn.Config(create_app(lab), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(lab, allowed_hosts=["127.0.0.1"]), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -101,7 +101,7 @@ def _save_artifact(png: bytes, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_page_shows_predictions_and_attention(server, browser, tmp_path: Path) -> None:
+def test_page_shows_predictions_and_attention(browser, server, tmp_path: Path) -> None:  # browser first: skip early
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         print("no MODEL_OR_RUN given: training the induction preset in memory (keep one with "
               "`circuitlab train induction --out runs/induction`, then `circuitlab serve runs/induction`)")  # fmt: skip
     served = load_served(args.model, steps=args.steps)
-    app = create_app(Lab(served.model, served.name, served.kind, served.task, args.census_batch), limits)
+    lab = Lab(served.model, served.name, served.kind, served.task, args.census_batch)
+    local = args.host in (LOOPBACK, "localhost")  # then only requests addressed to this machine by name
+    app = create_app(lab, limits, allowed_hosts=[LOOPBACK, "localhost"] if local else None)
     if not _is_loopback(args.host):
         print(f"warning: binding {args.host}: the lab has no authentication, anyone who can reach this address "
               "can run computations on this machine", file=sys.stderr)  # fmt: skip

@@ -15,8 +15,8 @@ from .source import Served, load_served
 __all__ = ["InputError", "Lab", "Limits", "Served", "create_app", "load_served"]
 
 
-def create_app(lab: Lab, limits: Limits | None = None) -> Any:  # a fastapi.FastAPI, imported on first use
-    """The FastAPI app serving `lab` (see `circuitlab.web.app.create_app`)."""
+def create_app(lab: Lab, limits: Limits | None = None, allowed_hosts: list[str] | None = None) -> Any:
+    """The FastAPI app serving `lab` (see `circuitlab.web.app.create_app`); FastAPI is imported on first use."""
     from .app import create_app as _create_app
 
-    return _create_app(lab, limits)
+    return _create_app(lab, limits, allowed_hosts)

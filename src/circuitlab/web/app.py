@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -65,8 +66,11 @@ def _validation_message(err: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(lab: Lab, limits: Limits | None = None) -> FastAPI:
-    """The web lab for `lab`'s model under `limits` (body size, time per computation, queue length)."""
+def create_app(lab: Lab, limits: Limits | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The web lab for `lab`'s model under `limits` (body size, time per computation, queue length).
+
+    `allowed_hosts`: Host headers accepted (others get 400), e.g. ["127.0.0.1", "localhost"] for a server on
+    the loopback interface, so that a web page elsewhere cannot reach it through DNS rebinding."""
     limits = limits or Limits()
     add_deadline_hooks(lab.model)
     worker = Worker(limits)
@@ -143,4 +147,6 @@ def create_app(lab: Lab, limits: Limits | None = None) -> FastAPI:
         return await compute(lambda: lab.patching(req.clean, req.corrupted, req.answer, req.distractor, req.direction))
 
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     return app
