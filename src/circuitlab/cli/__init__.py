@@ -9,9 +9,10 @@ import argparse
 import sys
 import traceback
 
+from . import serve as serve_cmd
 from . import train as train_cmd
 
-COMMANDS = {"train": train_cmd}
+COMMANDS = {"train": train_cmd, "serve": serve_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
