@@ -9,9 +9,17 @@ import argparse
 import sys
 import traceback
 
+from . import census as census_cmd
+from . import info as info_cmd
+from . import patch as patch_cmd
+from . import report as report_cmd
 from . import train as train_cmd
 
 COMMANDS = {"train": train_cmd}
+COMMANDS["report"] = report_cmd
+COMMANDS["census"] = census_cmd
+COMMANDS["patch"] = patch_cmd
+COMMANDS["info"] = info_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:

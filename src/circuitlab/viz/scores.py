@@ -61,7 +61,7 @@ def head_scores_grid(scores: Any, names: Sequence[str] | None = None, title: str
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar_title="score"))
     n_layers = to_numpy(scores.scores[names[0]]).shape[0]
-    return layout(fig, title, width=min(1400, 120 + 190 * len(names)), height=max(260, 140 + 30 * n_layers))
+    return layout(fig, title, width=min(1400, 120 + 190 * len(names)), height=max(340, 160 + 30 * n_layers))
 
 
 def composition_matrix(scores: Any, kind: str = "K", title: str | None = None, baseline: float | None = None) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..files import atomic_write
 
-_AREA = (0.09, 0.12, 0.86, 0.90)  # left, bottom, right, top (figure fraction) of the plotting area
+_MARGIN_PX = dict(left=80, right=110, bottom=70, top_title=75, top=30)  # around the plotting area
 
 
 def _rgb(color: str) -> tuple[float, float, float]:
@@ -49,8 +49,16 @@ def _domain(layout: Any, name: str) -> tuple[float, float]:
     return float(dom[0]), float(dom[1])
 
 
-def _place(x_dom: tuple[float, float], y_dom: tuple[float, float]) -> list[float]:
-    left, bottom, right, top = _AREA
+def _area(width_px: float, height_px: float, title: bool, label_chars: int) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of the plotting area, in figure fractions (room for y labels of
+    `label_chars` characters)."""
+    m = _MARGIN_PX
+    top = m["top_title"] if title else m["top"]
+    return max(m["left"], 6 * label_chars + 40) / width_px, m["bottom"] / height_px, 1 - m["right"] / width_px, 1 - top / height_px
+
+
+def _place(area: tuple[float, float, float, float], x_dom: tuple[float, float], y_dom: tuple[float, float]):
+    left, bottom, right, top = area
     w, h = right - left, top - bottom
     return [left + x_dom[0] * w, bottom + y_dom[0] * h, (x_dom[1] - x_dom[0]) * w, (y_dom[1] - y_dom[0]) * h]
 
@@ -107,8 +115,10 @@ def render(fig: Any, dpi: int = 150) -> Any:
     from matplotlib.figure import Figure
 
     layout = fig.layout
-    width, height = (layout.width or 800) / 100, (layout.height or 500) / 100
-    out = Figure(figsize=(width, height), dpi=dpi)
+    width_px, height_px = layout.width or 800, layout.height or 500
+    out = Figure(figsize=(width_px / 100, height_px / 100), dpi=dpi)
+    label_chars = max((len(str(v)) for t in fig.data if t.type == "heatmap" and t.y is not None for v in t.y), default=0)
+    area = _area(width_px, height_px, bool(layout.title.text), label_chars)
     axes: dict[tuple[str, str], Any] = {}
     images: list[tuple[Any, Any, Any]] = []  # (image, axes, trace)
     for trace in fig.data:
@@ -121,7 +131,7 @@ def render(fig: Any, dpi: int = 150) -> Any:
             raise ValueError(f"save_png draws heatmap, scatter and table traces, not {kind!r}")
         xname, yname = _axis_name(trace.xaxis, "x"), _axis_name(trace.yaxis, "y")
         if (xname, yname) not in axes:
-            axes[(xname, yname)] = out.add_axes(_place(_domain(layout, xname), _domain(layout, yname)))
+            axes[(xname, yname)] = out.add_axes(_place(area, _domain(layout, xname), _domain(layout, yname)))
         ax = axes[(xname, yname)]
         if kind == "heatmap":
             reversed_y = yname in layout and layout[yname].autorange == "reversed"
@@ -149,19 +159,19 @@ def render(fig: Any, dpi: int = 150) -> Any:
                 ax.axvline(shape.x0, color="#999", linestyle=":", linewidth=0.8)
     shared = [img for img in images if img[2].coloraxis]
     if shared:
-        cax = out.add_axes([_AREA[2] + 0.03, _AREA[1], 0.015, _AREA[3] - _AREA[1]])
+        cax = out.add_axes([area[2] + 25 / width_px, area[1], 15 / width_px, area[3] - area[1]])
         out.colorbar(shared[0][0], cax=cax)
     for image, ax, trace in images:
         if not trace.coloraxis:
             out.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     for note in layout.annotations:  # subplot titles
         if note.xref == "paper" and note.text:
-            left, bottom, right, top = _AREA
+            left, bottom, right, top = area
             x = left + float(note.x) * (right - left)
             y = bottom + float(note.y) * (top - bottom)
             out.text(x, y + 0.005, note.text, ha="center", va="bottom", fontsize=8)
     if layout.title.text:
-        out.suptitle(layout.title.text, fontsize=11)
+        out.suptitle(layout.title.text, fontsize=11 if len(layout.title.text) < 70 else 9, y=1 - 12 / height_px, va="top")
     return out
 
 
