@@ -70,9 +70,13 @@ def trained_induction(tmp_path_factory):
 
     task, model_cfg, train_cfg = from_preset("induction", training=dict(steps=400))
     out = tmp_path_factory.mktemp("trained_induction") / "run"
-    result = train(
-        HookedTransformer(model_cfg), task, train_cfg, out_dir=out, metrics=register_head_scores(), progress=False
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads stall when the 2-core machine is busy
+    try:
+        model = HookedTransformer(model_cfg)
+        result = train(model, task, train_cfg, out_dir=out, metrics=register_head_scores(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return task, result
 
 

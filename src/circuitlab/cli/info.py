@@ -65,14 +65,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    shape = ", ".join(f"{k} {info[k]}" for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx"))
+    shape = ", ".join(
+        f"{k} {info[k]}" for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx")
+    )
     print(f"model: {shape}")
     print(
         f"attention only: {info['attn_only']}; normalization: {info['normalization_type']}; positions: "
         f"{info['positional_embedding_type']}; tokenizer: {'yes' if info['tokenizer'] else 'no (token ids only)'}"
         + (f"; trained on: {info['task']}" if "task" in info else "")
     )
-    print(f"parameters: {info['parameters']:,} (" + ", ".join(f"{k} {v:,}" for k, v in info["parameters_by_part"].items()) + ")")
+    print(
+        f"parameters: {info['parameters']:,} ("
+        + ", ".join(f"{k} {v:,}" for k, v in info["parameters_by_part"].items())
+        + ")"
+    )
     hooks = info["hook_points"]
     print(f"hook points: {len(hooks)}")
     if args.all_hooks:

@@ -25,8 +25,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--corrupted", required=True, help="corrupted prompt, same number of tokens")
     p.add_argument("--answer", required=True, help="the clean answer (one token)")
     p.add_argument("--distractor", required=True, help="the corrupted prompt's answer (one token)")
-    p.add_argument("--direction", choices=["denoise", "noise"], default="denoise",
-                   help="denoise: patch clean activations into the corrupted run (default); noise: the reverse")  # fmt: skip
+    p.add_argument(
+        "--direction",
+        choices=["denoise", "noise"],
+        default="denoise",
+        help="denoise: patch clean activations into the corrupted run (default); noise: the reverse",
+    )
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to text prompts")
     p.add_argument("--out", type=Path, default=Path("patch"), help="output folder (default ./patch)")
     p.add_argument("--png", action="store_true", help="also write the heatmaps as PNG")
@@ -55,13 +59,17 @@ def prompts(model: Any, args: argparse.Namespace) -> tuple[Any, Any, int, int, l
 
     if model.tokenizer is not None:
         bos = False if args.no_bos else None
-        clean, corrupted = model.to_tokens(args.clean, prepend_bos=bos), model.to_tokens(args.corrupted, prepend_bos=bos)
+        clean, corrupted = (
+            model.to_tokens(args.clean, prepend_bos=bos),
+            model.to_tokens(args.corrupted, prepend_bos=bos),
+        )
         answer, distractor = model.to_single_token(args.answer), model.to_single_token(args.distractor)
     else:
         d_vocab = model.cfg.d_vocab
         clean = torch.tensor([_ids(args.clean, "--clean", d_vocab)])
         corrupted = torch.tensor([_ids(args.corrupted, "--corrupted", d_vocab)])
-        (answer,), (distractor,) = (_ids(a, n, d_vocab)[:1] for a, n in ((args.answer, "--answer"), (args.distractor, "--distractor")))  # fmt: skip
+        answer = _ids(args.answer, "--answer", d_vocab)[0]
+        distractor = _ids(args.distractor, "--distractor", d_vocab)[0]
     if clean.shape != corrupted.shape:
         raise ValueError(
             f"the clean prompt has {clean.shape[1]} tokens {str_tokens(model, clean)} but the corrupted one has "
@@ -89,34 +97,52 @@ def run(args: argparse.Namespace) -> int:
         clean_ld, corrupted_ld = (float(metric(model(t))) for t in (clean, corrupted))
     kw = dict(direction=args.direction, progress=False)
     n = model.cfg.n_layers
-    resid = torch.cat([patch_resid_pre(model, clean, corrupted, metric, **kw),
-                       patch_resid_post(model, clean, corrupted, metric, layers=[n - 1], **kw)])  # fmt: skip
+    resid = torch.cat(
+        [
+            patch_resid_pre(model, clean, corrupted, metric, **kw),
+            patch_resid_post(model, clean, corrupted, metric, layers=[n - 1], **kw),
+        ]
+    )
     rows = [f"resid_pre {l}" for l in range(n)] + [f"resid_post {n - 1}"]
     heads = patch_head_out_all_pos(model, clean, corrupted, metric, **kw)
 
-    what = "clean activations patched into the corrupted run" if args.direction == "denoise" else (
-        "corrupted activations patched into the clean run")  # fmt: skip
+    what = (
+        "clean activations patched into the corrupted run"
+        if args.direction == "denoise"
+        else ("corrupted activations patched into the clean run")
+    )
     ans, dis = viz.str_tokens(model, [answer])[0], viz.str_tokens(model, [distractor])[0]
     name = f"logit[{ans!r}] - logit[{dis!r}]"
-    resid_fig = viz.layer_pos_heatmap(resid, words, title=f"residual stream: {what}", metric_name="logit diff",
-                                      layer_labels=rows)  # fmt: skip
+    resid_fig = viz.layer_pos_heatmap(
+        resid, words, title=f"residual stream: {what}", metric_name="logit diff", layer_labels=rows
+    )
     heads_fig = viz.layer_head_heatmap(heads, title=f"head outputs (all positions): {what}", metric_name="logit diff")
     page = viz.Page("activation patching")
     page.text(
         f"Metric: {name} at the last position. Clean run {clean_ld:.3f}, corrupted run {corrupted_ld:.3f}. "
         f"Each cell: the metric with one activation patched ({what})."
     )
-    page.table([{"": "clean", "tokens": " | ".join(words)},
-                {"": "corrupted", "tokens": " | ".join(viz.str_tokens(model, corrupted))}])  # fmt: skip
+    page.table(
+        [
+            {"": "clean", "tokens": " | ".join(words)},
+            {"": "corrupted", "tokens": " | ".join(viz.str_tokens(model, corrupted))},
+        ]
+    )
     page.figure(resid_fig).figure(heads_fig)
     out = Path(args.out)
     html = page.save(out / "patch.html")
     from ..files import atomic_write_text
 
     record = {
-        "metric": name, "direction": args.direction, "clean": clean_ld, "corrupted": corrupted_ld,
-        "tokens": words, "resid_rows": rows, "resid": resid.tolist(), "heads": heads.tolist(),
-    }  # fmt: skip
+        "metric": name,
+        "direction": args.direction,
+        "clean": clean_ld,
+        "corrupted": corrupted_ld,
+        "tokens": words,
+        "resid_rows": rows,
+        "resid": resid.tolist(),
+        "heads": heads.tolist(),
+    }
     atomic_write_text(out / "patch.json", json.dumps(record, indent=1))
     print(f"{name}: clean {clean_ld:.3f}, corrupted {corrupted_ld:.3f}")
     print(f"heatmaps written to {html} (values in {out / 'patch.json'})")

@@ -22,9 +22,10 @@ def checkpoint_score_rows(run: Run, batch: int = 16, seed: int = 0) -> list[dict
 
     record = register_head_scores(batch=batch, seed=seed)["heads"]
     rows = []
-    for step, _ in run.checkpoints:
-        values = record(run.model_at(step))
-        rows.append({"step": step, **{f"heads.{k}": v for k, v in values.items()}})
+    with torch.no_grad():
+        for step, _ in run.checkpoints:
+            values = record(run.model_at(step))
+            rows.append({"step": step, **{f"heads.{k}": v for k, v in values.items()}})
     return rows
 
 
@@ -132,8 +133,9 @@ def build_report(
         words = viz.str_tokens(model, tokens[0])
         page.text(f"One sequence of a fresh batch from the task ({sample_size} drawn, seed {seed + 1000}).")
         figure("attention", viz.attention_grid(cache, words, title="attention patterns, sequence 0"))
-        figure("predictions", viz.predictions_table(viz.token_predictions(model, tokens[:1], top_k=3),
-                                                    title="predictions at each position (rank of the next token)"))  # fmt: skip
+        predictions = viz.token_predictions(model, tokens[:1], top_k=3)
+        title = "predictions at each position (rank of the next token)"
+        figure("predictions", viz.predictions_table(predictions, title=title))
         figure("logit_lens", viz.logit_lens_heatmap(cache, tokens, str_toks=words))
 
     _section(page, "Attention on a sample", attention)

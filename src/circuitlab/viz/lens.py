@@ -36,7 +36,10 @@ def logit_lens_table(
     model = cache.model
     words = np.array(str_tokens(model, top_i.flatten()), dtype=object).reshape(top_i.shape)
     columns = ["stream", *(f"top {i + 1}" for i in range(top_i.shape[1]))]
-    cells = [labels, *([f"{words[c, i]!r} {top_p[c, i]:.3f}" for c in range(len(labels))] for i in range(top_i.shape[1]))]
+    cells = [
+        labels,
+        *([f"{words[c, i]!r} {top_p[c, i]:.3f}" for c in range(len(labels))] for i in range(top_i.shape[1])),
+    ]
     if answer is not None:
         p_answer = probs[:, answer]
         rank = (probs > p_answer[:, None]).sum(-1)

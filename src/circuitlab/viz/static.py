@@ -43,8 +43,13 @@ def _axis_name(ref: str | None, letter: str) -> str:
     return f"{letter}axis{ref[1:]}"
 
 
+def _layout_axis(layout: Any, name: str) -> Any:
+    """layout.xaxis2 etc., or None where the figure has no such axis (Plotly layouts have no .get)."""
+    return layout[name] if name in layout else None  # noqa: SIM401
+
+
 def _domain(layout: Any, name: str) -> tuple[float, float]:
-    axis = layout[name] if name in layout else None
+    axis = _layout_axis(layout, name)
     dom = axis.domain if axis is not None and axis.domain is not None else (0.0, 1.0)
     return float(dom[0]), float(dom[1])
 
@@ -54,7 +59,12 @@ def _area(width_px: float, height_px: float, title: bool, label_chars: int) -> t
     `label_chars` characters)."""
     m = _MARGIN_PX
     top = m["top_title"] if title else m["top"]
-    return max(m["left"], 6 * label_chars + 40) / width_px, m["bottom"] / height_px, 1 - m["right"] / width_px, 1 - top / height_px
+    return (
+        max(m["left"], 6 * label_chars + 40) / width_px,
+        m["bottom"] / height_px,
+        1 - m["right"] / width_px,
+        1 - top / height_px,
+    )
 
 
 def _place(area: tuple[float, float, float, float], x_dom: tuple[float, float], y_dom: tuple[float, float]):
@@ -77,8 +87,15 @@ def _heatmap(ax: Any, trace: Any, layout: Any, reversed_y: bool) -> Any:
         if trace.zmid is not None and (vmin is None or vmax is None):
             bound = float(np.nanmax(np.abs(z - trace.zmid))) or 1.0
             vmin, vmax = trace.zmid - bound, trace.zmid + bound
-    image = ax.imshow(z, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, origin="upper" if reversed_y else "lower",
-                      interpolation="nearest")  # fmt: skip
+    image = ax.imshow(
+        z,
+        aspect="auto",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        origin="upper" if reversed_y else "lower",
+        interpolation="nearest",
+    )
     n_rows, n_cols = z.shape
     font = 7 if max(n_rows, n_cols) > 16 else 9
     if n_cols <= 64:
@@ -102,8 +119,9 @@ def _table(ax: Any, trace: Any) -> None:
     columns = [list(col) for col in trace.cells.values]
     n_rows = max(len(col) for col in columns)
     cells = [[str(col[r]) if r < len(col) else "" for col in columns] for r in range(n_rows)]
-    table = ax.table(cellText=cells, colLabels=[str(v) for v in trace.header.values], loc="upper center",
-                     cellLoc="left")  # fmt: skip
+    table = ax.table(
+        cellText=cells, colLabels=[str(v) for v in trace.header.values], loc="upper center", cellLoc="left"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(7)
     table.auto_set_column_width(list(range(len(columns))))
@@ -117,7 +135,9 @@ def render(fig: Any, dpi: int = 150) -> Any:
     layout = fig.layout
     width_px, height_px = layout.width or 800, layout.height or 500
     out = Figure(figsize=(width_px / 100, height_px / 100), dpi=dpi)
-    label_chars = max((len(str(v)) for t in fig.data if t.type == "heatmap" and t.y is not None for v in t.y), default=0)
+    label_chars = max(
+        (len(str(v)) for t in fig.data if t.type == "heatmap" and t.y is not None for v in t.y), default=0
+    )
     area = _area(width_px, height_px, bool(layout.title.text), label_chars)
     axes: dict[tuple[str, str], Any] = {}
     images: list[tuple[Any, Any, Any]] = []  # (image, axes, trace)
@@ -134,12 +154,12 @@ def render(fig: Any, dpi: int = 150) -> Any:
             axes[(xname, yname)] = out.add_axes(_place(area, _domain(layout, xname), _domain(layout, yname)))
         ax = axes[(xname, yname)]
         if kind == "heatmap":
-            reversed_y = yname in layout and layout[yname].autorange == "reversed"
+            reversed_y = getattr(_layout_axis(layout, yname), "autorange", None) == "reversed"
             images.append((_heatmap(ax, trace, layout, reversed_y), ax, trace))
         else:
             _scatter(ax, trace)
     for (xname, yname), ax in axes.items():
-        xa, ya = layout[xname] if xname in layout else None, layout[yname] if yname in layout else None
+        xa, ya = _layout_axis(layout, xname), _layout_axis(layout, yname)
         if xa is not None and xa.title.text:
             ax.set_xlabel(xa.title.text, fontsize=9)
         if ya is not None and ya.title.text:
@@ -171,7 +191,9 @@ def render(fig: Any, dpi: int = 150) -> Any:
             y = bottom + float(note.y) * (top - bottom)
             out.text(x, y + 0.005, note.text, ha="center", va="bottom", fontsize=8)
     if layout.title.text:
-        out.suptitle(layout.title.text, fontsize=11 if len(layout.title.text) < 70 else 9, y=1 - 12 / height_px, va="top")
+        out.suptitle(
+            layout.title.text, fontsize=11 if len(layout.title.text) < 70 else 9, y=1 - 12 / height_px, va="top"
+        )
     return out
 
 

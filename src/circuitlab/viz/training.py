@@ -31,7 +31,9 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def head_score_names(rows: Sequence[Mapping[str, Any]], prefix: str = "heads") -> list[str]:
     """Head scores recorded in the rows (keys `prefix.score.LxHy`, from `register_head_scores`)."""
-    names = {m["score"] for key in (rows[-1] if rows else {}) if (m := _HEAD_KEY.fullmatch(key)) and m["prefix"] == prefix}
+    names = {
+        m["score"] for key in (rows[-1] if rows else {}) if (m := _HEAD_KEY.fullmatch(key)) and m["prefix"] == prefix
+    }
     return sorted(names)
 
 
