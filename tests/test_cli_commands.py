@@ -66,7 +66,7 @@ def test_patch_with_token_ids_matches_the_analysis(trained_induction, tmp_path: 
     )
     heads = patch_head_out_all_pos(model, c, x, metric, progress=False).double()
     torch.testing.assert_close(torch.tensor(record["heads"], dtype=torch.float64), heads, atol=1e-4, rtol=0)
-    assert record["clean"] == pytest.approx(float(metric(model(c))), abs=1e-4)
+    assert record["clean"] == pytest.approx(float(metric(model(c).detach())), abs=1e-4)
     assert record["resid"][-1][-1] == pytest.approx(record["clean"], abs=1e-4)  # the whole last stream: clean run
     html = (tmp_path / "patch.html").read_text()
     assert "10:8" in html and "<script src" not in html
@@ -119,6 +119,10 @@ def test_text_prompts_on_a_model_with_a_tokenizer(tmp_path: Path, capsys) -> Non
 
     code, out, _ = run_cli(capsys, "info", tmp_path / "hf")
     assert code == 0 and "tokenizer: yes" in out and "blocks.{i}.mlp.hook_post  (x2)" in out
+    code, out, _ = run_cli(capsys, "census", tmp_path / "hf", "--no-ablation", "--batch", "4")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        f"L{l}H{h}" for l in range(2) for h in range(4)
+    ]
     clean = "Her name was Alex Hart. Tomorrow at lunch time Alex"
     corrupted = clean.replace("Hart", "Carroll")
     code, out, _ = run_cli(capsys, "patch", tmp_path / "hf", "--clean", clean, "--corrupted", corrupted,

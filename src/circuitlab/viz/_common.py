@@ -53,6 +53,10 @@ def subplots(**kwargs: Any) -> Any:
 
 
 def layout(fig: Any, title: str | None, **kwargs: Any) -> Any:
-    fig.update_layout(title=title, template="plotly_white", margin=dict(l=60, r=30, t=60 if title else 30, b=50))
-    fig.update_layout(**kwargs)
+    # White background set directly: a named template is deep-copied into every figure (slow).
+    fig.update_layout(
+        title=title, plot_bgcolor="white", margin=dict(l=60, r=30, t=60 if title else 30, b=50), **kwargs
+    )
+    fig.update_xaxes(gridcolor="#eee", zerolinecolor="#ccc")
+    fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ccc")
     return fig
