@@ -54,9 +54,7 @@ def subplots(**kwargs: Any) -> Any:
 
 def layout(fig: Any, title: str | None, **kwargs: Any) -> Any:
     # White background set directly: a named template is deep-copied into every figure (slow).
-    fig.update_layout(
-        title=title, plot_bgcolor="white", margin=dict(l=60, r=30, t=60 if title else 30, b=50), **kwargs
-    )
+    fig.update_layout(title=title, plot_bgcolor="white", margin=dict(l=60, r=30, t=60 if title else 30, b=50), **kwargs)
     fig.update_xaxes(gridcolor="#eee", zerolinecolor="#ccc")
     fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ccc")
     return fig
