@@ -119,13 +119,23 @@ def _table(ax: Any, trace: Any) -> None:
     columns = [list(col) for col in trace.cells.values]
     n_rows = max(len(col) for col in columns)
     cells = [[str(col[r]) if r < len(col) else "" for col in columns] for r in range(n_rows)]
+    widths = [
+        max(len(str(v)) for v in [header, *col]) + 2 for header, col in zip(trace.header.values, columns, strict=True)
+    ]
     table = ax.table(
-        cellText=cells, colLabels=[str(v) for v in trace.header.values], loc="upper center", cellLoc="left"
+        cellText=cells,
+        colLabels=[str(v) for v in trace.header.values],
+        cellLoc="left",
+        colWidths=[w / sum(widths) for w in widths],
+        bbox=[0, 0, 1, 1],  # fill the axes: every row stays inside the image
     )
     table.auto_set_font_size(False)
     table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(columns))))
     ax.axis("off")
+
+
+def _table_rows(fig: Any) -> int:
+    return max((max(len(c) for c in t.cells.values) + 1 for t in fig.data if t.type == "table"), default=0)
 
 
 def render(fig: Any, dpi: int = 150) -> Any:
@@ -134,6 +144,11 @@ def render(fig: Any, dpi: int = 150) -> Any:
 
     layout = fig.layout
     width_px, height_px = layout.width or 800, layout.height or 500
+    height_px = max(height_px, 16 * _table_rows(fig) + 80)  # 16 px per table row
+    width_px = max(
+        width_px,
+        7 * max((sum(len(str(v)) + 2 for v in t.header.values) for t in fig.data if t.type == "table"), default=0),
+    )
     out = Figure(figsize=(width_px / 100, height_px / 100), dpi=dpi)
     label_chars = max(
         (len(str(v)) for t in fig.data if t.type == "heatmap" and t.y is not None for v in t.y), default=0
@@ -144,7 +159,7 @@ def render(fig: Any, dpi: int = 150) -> Any:
     for trace in fig.data:
         kind = trace.type
         if kind == "table":
-            ax = out.add_axes([0.02, 0.02, 0.96, 0.88 if layout.title.text else 0.96])
+            ax = out.add_axes([0.02, 0.02, 0.96, 0.98 - (60 if layout.title.text else 20) / height_px])
             _table(ax, trace)
             continue
         if kind not in ("heatmap", "scatter"):
