@@ -135,3 +135,11 @@ def test_text_prompts_on_a_model_with_a_tokenizer(tmp_path: Path, capsys) -> Non
     code, _, err = run_cli(capsys, "patch", tmp_path / "hf", "--clean", clean, "--corrupted", corrupted + " Hart",
                            "--answer", " Hart", "--distractor", " Carroll", "--out", tmp_path / "p")  # fmt: skip
     assert code == 2 and "the clean prompt has" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["report", "census", "info", "patch"])
+def test_help_describes_each_command(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith(f"usage: circuitlab {command}") and "RUN" in out

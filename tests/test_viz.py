@@ -99,7 +99,7 @@ def test_score_and_circuit_matrices(model) -> None:
     k = composition_scores(model, "K")  # [L1, H1, L2, H2]
     comp = viz.composition_matrix(k, "K", baseline=0.1)
     assert list(comp.data[0].y) == ["L0H0", "L0H1", "L0H2"] and list(comp.data[0].x) == ["L1H0", "L1H1", "L1H2"]
-    np.testing.assert_allclose(np.asarray(comp.data[0].z)[2, 1], float(k[0, 2, 1, 1]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(comp.data[0].z)[2, 1], float(k[0, 2, 1, 1].detach()), rtol=1e-6)
     assert "random baseline 0.100" in comp.layout.title.text
 
     ov = full_ov_circuit(model)[1, 0]
