@@ -137,7 +137,7 @@ def test_logit_lens_views(model, toks) -> None:
     assert list(cols[3]) == [f"{float(p):.3f}" for p in probs[:, answer]]
     heat = viz.logit_lens_heatmap(cache, toks)
     z = np.asarray(heat.data[0].z)  # [component, pos - 1]: p(next token); the last row is the model's output
-    np.testing.assert_allclose(z[-1, 4], float(model(toks)[0, 4].softmax(-1)[answer]), rtol=1e-4)
+    np.testing.assert_allclose(z[-1, 4], float(model(toks)[0, 4].detach().softmax(-1)[answer]), rtol=1e-4)
     assert list(heat.data[0].y) == labels
 
 
