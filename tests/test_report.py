@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from circuitlab.cli import main
 from circuitlab.report import ROLE_SCORES, build_report, checkpoint_score_rows
@@ -21,6 +22,15 @@ SECTIONS = (
     "Circuits",
     "Role trajectories over training",
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster, and two stall on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def external_refs(html: str) -> list[str]:
@@ -86,3 +96,18 @@ def test_trajectories_recomputed_from_checkpoints(trained_induction, tmp_path: P
 def test_report_refuses_what_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a run directory"):
         build_report(tmp_path)
+
+
+def test_a_failing_section_is_reported_not_fatal(trained_induction, tmp_path: Path, monkeypatch) -> None:
+    """Head scores can be impossible (a context too short for the probes): the report says so and keeps
+    every other section."""
+    import circuitlab.analysis
+
+    def refuse(*args, **kwargs):
+        raise ValueError("n_ctx=3 is too short for the head-score probes")
+
+    monkeypatch.setattr(circuitlab.analysis, "head_scores", refuse)
+    _, result = trained_induction
+    html = build_report(result.run_dir, tmp_path / "r.html", sample_size=2).read_text()
+    assert "(this section could not be built: head scores unavailable: n_ctx=3 is too short" in html
+    assert html.count("could not be built") == 1 and "full OV circuit W_E W_V W_O W_U of L1H0, first" in html

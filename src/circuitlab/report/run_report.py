@@ -100,9 +100,15 @@ def build_report(
 
     _section(page, "Training curves", training)
 
-    scores = head_scores(model, batch=32, seed=seed)
+    try:
+        scores = head_scores(model, batch=32, seed=seed)
+        scores_error = None
+    except ValueError as err:  # e.g. a context too short for the probe sequences
+        scores, scores_error = None, str(err)
 
     def census() -> None:
+        if scores is None:
+            raise ValueError(f"head scores unavailable: {scores_error}")
         result = head_census(model, task=task, scores=scores, seed=seed)
         page.text(
             "Roles are named by thresholds fixed in advance (circuitlab.analysis.census.THRESHOLDS): a score must "
@@ -146,26 +152,28 @@ def build_report(
             for kind in ("K", "Q", "V"):
                 base = composition_baseline(model, kind)
                 figure(f"{kind}_composition", viz.composition_matrix(comps[kind], kind, baseline=base))
-        layer, head = _top_head(scores.scores, "induction")
+        layer, head = _top_head(scores.scores, "induction") if scores is not None else (cfg.n_layers - 1, 0)
         n_tok = min(cfg.d_vocab, 48)
         figure(
             "full_ov",
             viz.circuit_matrix(
                 full_ov_circuit(model)[layer, head],
-                title=f"full OV circuit W_E W_V W_O W_U of L{layer}H{head} (highest induction score), first "
-                f"{n_tok} tokens",
+                title=f"full OV circuit W_E W_V W_O W_U of L{layer}H{head}"
+                + (" (highest induction score)" if scores is not None else "")
+                + f", first {n_tok} tokens",
                 max_size=n_tok,
             ),
             "A copying head has a positive diagonal: attending to token t raises the logit of t.",
         )
         if cfg.positional_embedding_type == "standard":
-            layer, head = _top_head(scores.scores, "previous_token")
+            layer, head = _top_head(scores.scores, "previous_token") if scores is not None else (0, 0)
             n_pos = min(cfg.n_ctx, task.seq_len if task is not None else cfg.n_ctx, 64)
             figure(
                 "positional_qk",
                 viz.circuit_matrix(
                     positional_qk_circuit(model)[layer, head],
-                    title=f"positional QK circuit of L{layer}H{head} (highest previous-token score)",
+                    title=f"positional QK circuit of L{layer}H{head}"
+                    + (" (highest previous-token score)" if scores is not None else ""),
                     max_size=n_pos,
                     row_title="query position",
                     col_title="key position",
