@@ -62,13 +62,21 @@ def tokens() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def trained_induction():
-    """The induction preset trained for 400 steps, with head scores recorded at every eval (~15 s)."""
+def trained_induction(tmp_path_factory):
+    """The induction preset trained for 400 steps, with head scores recorded at every eval (~15 s); its run
+    directory (config.json, metrics.jsonl, checkpoints/, final/) is `result.run_dir` (read it, never write)."""
     from circuitlab.analysis import register_head_scores
     from circuitlab.training import from_preset, train
 
     task, model_cfg, train_cfg = from_preset("induction", training=dict(steps=400))
-    result = train(HookedTransformer(model_cfg), task, train_cfg, metrics=register_head_scores(), progress=False)
+    out = tmp_path_factory.mktemp("trained_induction") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads stall when the 2-core machine is busy
+    try:
+        model = HookedTransformer(model_cfg)
+        result = train(model, task, train_cfg, out_dir=out, metrics=register_head_scores(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return task, result
 
 

@@ -16,3 +16,7 @@ def test_demo_end_to_end(tmp_path: Path, capsys) -> None:
     twin_error = float(re.search(r"max \|logit difference\| vs torch ([0-9.e+-]+)", out).group(1))
     assert twin_error < 1e-4
     assert (tmp_path / "demo" / "census.csv").exists() and (tmp_path / "demo" / "metrics.jsonl").exists()
+    report = tmp_path / "demo" / "report.html"
+    assert f"report (one self-contained HTML file, opens offline): {report}" in out
+    html = report.read_text()
+    assert "Head census" in html and "Role trajectories over training" in html and "<script src" not in html

@@ -4,7 +4,8 @@ Run with `make demo` (or `python -m circuitlab.demo [--out runs/demo]`). It trai
 preset (a 2-layer attention-only transformer on repeated random tokens, seconds on a laptop CPU),
 writes the run directory, prints the head census (each role with its score, null baseline and the
 loss increase when the head is mean-ablated), the K-composition that links the two layers, and
-checks the NumPy twin and a save/load round trip on the trained weights.
+checks the NumPy twin and a save/load round trip on the trained weights, then writes the run's
+self-contained HTML report (runs/demo/report.html: curves, census, attention, circuits, trajectories).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from circuitlab import HookedTransformer
 from circuitlab.analysis import composition_baseline, composition_scores, head_census, register_head_scores
 from circuitlab.numpy_ref import export_npz, forward, load_npz
+from circuitlab.report import build_report
 from circuitlab.training import from_preset, train
 
 
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     reloaded = HookedTransformer.load(args.out / "final")
     same = torch.equal(reloaded(tokens), logits)
     print(f"\n4. NumPy twin: max |logit difference| vs torch {err:.1e}; reloaded run identical logits = {same}")
+
+    report = build_report(args.out)
+    print(f"\n5. report (one self-contained HTML file, opens offline): {report}")
 
 
 if __name__ == "__main__":

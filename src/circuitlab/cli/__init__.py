@@ -9,10 +9,21 @@ import argparse
 import sys
 import traceback
 
+from . import census as census_cmd
+from . import info as info_cmd
+from . import patch as patch_cmd
+from . import report as report_cmd
 from . import serve as serve_cmd
 from . import train as train_cmd
 
-COMMANDS = {"train": train_cmd, "serve": serve_cmd}
+COMMANDS = {
+    "train": train_cmd,
+    "report": report_cmd,
+    "census": census_cmd,
+    "patch": patch_cmd,
+    "info": info_cmd,
+    "serve": serve_cmd,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""Shared helpers for the figure modules: arrays from tensors, token labels, the default layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DIVERGING = "RdBu"  # patching, composition, circuits: signed values, centred on 0
+SEQUENTIAL = "Blues"  # attention and head scores: values in [0, 1]
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A float64 NumPy array from a tensor (any device / dtype, detached), array or nested list."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def check_ndim(x: np.ndarray, ndim: int, what: str, dims: str) -> np.ndarray:
+    if x.ndim != ndim:
+        raise ValueError(f"{what} must be {ndim}-dimensional {dims}, got shape {tuple(x.shape)}")
+    return x
+
+
+def token_labels(tokens: Sequence[Any] | None, n: int) -> list[str]:
+    """Unique axis labels "i:token" (Plotly merges equal category labels, so the position is kept)."""
+    if tokens is None:
+        return [str(i) for i in range(n)]
+    tokens = [str(int(t)) if hasattr(t, "item") else str(t) for t in tokens]
+    if len(tokens) != n:
+        raise ValueError(f"got {len(tokens)} token labels for {n} positions")
+    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+
+def head_labels(n_layers: int, n_heads: int) -> list[str]:
+    """L0H0, L0H1, ... in (layer, head) order."""
+    return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
+
+
+def go() -> Any:
+    """plotly.graph_objects, imported on first use (keeps `import circuitlab.viz` light)."""
+    import plotly.graph_objects as graph_objects
+
+    return graph_objects
+
+
+def subplots(**kwargs: Any) -> Any:
+    from plotly.subplots import make_subplots
+
+    return make_subplots(**kwargs)
+
+
+def layout(fig: Any, title: str | None, **kwargs: Any) -> Any:
+    # White background set directly: a named template is deep-copied into every figure (slow).
+    fig.update_layout(title=title, plot_bgcolor="white", margin=dict(l=60, r=30, t=60 if title else 30, b=50), **kwargs)
+    fig.update_xaxes(gridcolor="#eee", zerolinecolor="#ccc")
+    fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ccc")
+    return fig

@@ -1,0 +1,85 @@
+"""Attention patterns: one head, or a grid of every head, with the tokens on both axes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, to_numpy, token_labels
+
+
+def patterns_from_cache(cache: Any, batch_index: int = 0) -> np.ndarray:
+    """Every head's pattern for one sequence of a cache: [layer, head, query, key]."""
+    n_layers = cache.model.cfg.n_layers
+    return np.stack([to_numpy(cache["pattern", l][batch_index]) for l in range(n_layers)])
+
+
+def attention_pattern(
+    pattern: Any, tokens: Sequence[Any] | None = None, title: str | None = None, zmax: float = 1.0
+) -> Any:
+    """One head's pattern [query, key]: rows are queries (top to bottom), columns the keys they read."""
+    values = check_ndim(to_numpy(pattern), 2, "pattern", "[query, key]")
+    q_labels = token_labels(tokens, values.shape[0])
+    k_labels = token_labels(tokens, values.shape[1]) if values.shape[0] == values.shape[1] else None
+    heat = go().Heatmap(
+        z=values,
+        x=k_labels or [str(i) for i in range(values.shape[1])],
+        y=q_labels,
+        zmin=0.0,
+        zmax=zmax,
+        colorscale=SEQUENTIAL,
+        hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+    )
+    fig = go().Figure(heat)
+    fig.update_yaxes(autorange="reversed", title_text="query")
+    fig.update_xaxes(title_text="key")
+    side = 250 + 12 * values.shape[0]
+    return layout(fig, title, width=side + 100, height=side)
+
+
+def attention_grid(
+    patterns: Any,
+    tokens: Sequence[Any] | None = None,
+    title: str | None = None,
+    batch_index: int = 0,
+    zmax: float = 1.0,
+) -> Any:
+    """All heads' patterns in a grid (rows: layers, columns: heads), one shared colour scale.
+
+    patterns: [layer, head, query, key] for one sequence, or an ActivationCache (sequence `batch_index`).
+    """
+    values = patterns_from_cache(patterns, batch_index) if hasattr(patterns, "model") else to_numpy(patterns)
+    check_ndim(values, 4, "patterns", "[layer, head, query, key]")
+    n_layers, n_heads, n_q, n_k = values.shape
+    q_labels, k_labels = token_labels(tokens, n_q), token_labels(tokens, n_k) if n_q == n_k else None
+    fig = subplots(
+        rows=n_layers,
+        cols=n_heads,
+        subplot_titles=[f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)],
+        horizontal_spacing=0.04 if n_heads < 8 else 0.01,
+        vertical_spacing=0.08 if n_layers < 6 else 0.02,
+    )
+    show_ticks = n_q <= 32
+    for l in range(n_layers):
+        for h in range(n_heads):
+            fig.add_trace(
+                go().Heatmap(
+                    z=values[l, h],
+                    x=k_labels or [str(i) for i in range(n_k)],
+                    y=q_labels,
+                    coloraxis="coloraxis",
+                    name=f"L{l}H{h}",
+                    hovertemplate=f"L{l}H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
+                ),
+                row=l + 1,
+                col=h + 1,
+            )
+    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont_size=8)
+    fig.update_xaxes(showticklabels=False, tickfont_size=8)
+    fig.update_yaxes(showticklabels=show_ticks, col=1)  # labels on the outer edge of the grid only
+    fig.update_xaxes(showticklabels=show_ticks, row=n_layers)
+    fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar_title="attention"))
+    cell = max(160, min(320, 8 * n_q))
+    return layout(fig, title, width=min(1400, cell * n_heads + 160), height=cell * n_layers + 120)

@@ -1,0 +1,218 @@
+"""Static PNG for papers: the Plotly figures of circuitlab.viz redrawn with matplotlib (Agg, no display,
+no kaleido or browser). Heatmaps (also in subplot grids, with a shared colour axis), line/marker
+scatters, vertical marker lines and tables are drawn; other trace types raise an error."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..files import atomic_write
+
+_MARGIN_PX = dict(left=80, right=110, bottom=70, top_title=75, top=30)  # around the plotting area
+
+
+def _rgb(color: str) -> tuple[float, float, float]:
+    m = re.fullmatch(r"rgba?\(([^)]*)\)", color.replace(" ", ""))
+    if m:
+        r, g, b = (float(v) for v in m.group(1).split(",")[:3])
+        return r / 255, g / 255, b / 255
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+def _cmap(colorscale: Any) -> Any:
+    """A matplotlib colormap from a Plotly colorscale ((position, colour) pairs, or a name)."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    if colorscale is None:
+        colorscale = "Plasma"
+    if isinstance(colorscale, str):
+        import plotly.graph_objects as go
+
+        colorscale = go.Heatmap(colorscale=colorscale).colorscale
+    return LinearSegmentedColormap.from_list("plotly", [(float(p), _rgb(c)) for p, c in colorscale])
+
+
+def _axis_name(ref: str | None, letter: str) -> str:
+    ref = ref or letter
+    return f"{letter}axis{ref[1:]}"
+
+
+def _layout_axis(layout: Any, name: str) -> Any:
+    """layout.xaxis2 etc., or None where the figure has no such axis (Plotly layouts have no .get)."""
+    return layout[name] if name in layout else None  # noqa: SIM401
+
+
+def _domain(layout: Any, name: str) -> tuple[float, float]:
+    axis = _layout_axis(layout, name)
+    dom = axis.domain if axis is not None and axis.domain is not None else (0.0, 1.0)
+    return float(dom[0]), float(dom[1])
+
+
+def _area(width_px: float, height_px: float, title: bool, label_chars: int) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of the plotting area, in figure fractions (room for y labels of
+    `label_chars` characters)."""
+    m = _MARGIN_PX
+    top = m["top_title"] if title else m["top"]
+    return (
+        max(m["left"], 6 * label_chars + 40) / width_px,
+        m["bottom"] / height_px,
+        1 - m["right"] / width_px,
+        1 - top / height_px,
+    )
+
+
+def _place(area: tuple[float, float, float, float], x_dom: tuple[float, float], y_dom: tuple[float, float]):
+    left, bottom, right, top = area
+    w, h = right - left, top - bottom
+    return [left + x_dom[0] * w, bottom + y_dom[0] * h, (x_dom[1] - x_dom[0]) * w, (y_dom[1] - y_dom[0]) * h]
+
+
+def _labels(values: Any, n: int) -> list[str]:
+    return [str(v) for v in values] if values is not None else [str(i) for i in range(n)]
+
+
+def _heatmap(ax: Any, trace: Any, layout: Any, reversed_y: bool) -> Any:
+    z = np.asarray(trace.z, dtype=np.float64)
+    if trace.coloraxis:
+        caxis = layout[trace.coloraxis]
+        cmap, vmin, vmax = _cmap(caxis.colorscale), caxis.cmin, caxis.cmax
+    else:
+        cmap, vmin, vmax = _cmap(trace.colorscale), trace.zmin, trace.zmax
+        if trace.zmid is not None and (vmin is None or vmax is None):
+            bound = float(np.nanmax(np.abs(z - trace.zmid))) or 1.0
+            vmin, vmax = trace.zmid - bound, trace.zmid + bound
+    image = ax.imshow(
+        z,
+        aspect="auto",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        origin="upper" if reversed_y else "lower",
+        interpolation="nearest",
+    )
+    n_rows, n_cols = z.shape
+    font = 7 if max(n_rows, n_cols) > 16 else 9
+    if n_cols <= 64:
+        ax.set_xticks(range(n_cols), _labels(trace.x, n_cols), rotation=90 if n_cols > 8 else 0, fontsize=font)
+    if n_rows <= 64:
+        ax.set_yticks(range(n_rows), _labels(trace.y, n_rows), fontsize=font)
+    if trace.text is not None and trace.texttemplate:
+        text = np.asarray(trace.text, dtype=object)
+        for (r, c), value in np.ndenumerate(text):
+            ax.text(c, r, str(value), ha="center", va="center", fontsize=7)
+    return image
+
+
+def _scatter(ax: Any, trace: Any) -> None:
+    mode = trace.mode or "lines"
+    style = ("-" if "lines" in mode else "") + ("o" if "markers" in mode else "")
+    ax.plot(list(trace.x), list(trace.y), style or "-", label=trace.name, markersize=3, linewidth=1.2)
+
+
+def _table(ax: Any, trace: Any) -> None:
+    columns = [list(col) for col in trace.cells.values]
+    n_rows = max(len(col) for col in columns)
+    cells = [[str(col[r]) if r < len(col) else "" for col in columns] for r in range(n_rows)]
+    widths = [
+        max(len(str(v)) for v in [header, *col]) + 2 for header, col in zip(trace.header.values, columns, strict=True)
+    ]
+    table = ax.table(
+        cellText=cells,
+        colLabels=[str(v) for v in trace.header.values],
+        cellLoc="left",
+        colWidths=[w / sum(widths) for w in widths],
+        bbox=[0, 0, 1, 1],  # fill the axes: every row stays inside the image
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    ax.axis("off")
+
+
+def _table_rows(fig: Any) -> int:
+    return max((max(len(c) for c in t.cells.values) + 1 for t in fig.data if t.type == "table"), default=0)
+
+
+def render(fig: Any, dpi: int = 150) -> Any:
+    """A matplotlib Figure drawing `fig` (a Plotly figure from circuitlab.viz)."""
+    from matplotlib.figure import Figure
+
+    layout = fig.layout
+    width_px, height_px = layout.width or 800, layout.height or 500
+    height_px = max(height_px, 16 * _table_rows(fig) + 80)  # 16 px per table row
+    width_px = max(
+        width_px,
+        7 * max((sum(len(str(v)) + 2 for v in t.header.values) for t in fig.data if t.type == "table"), default=0),
+    )
+    out = Figure(figsize=(width_px / 100, height_px / 100), dpi=dpi)
+    label_chars = max(
+        (len(str(v)) for t in fig.data if t.type == "heatmap" and t.y is not None for v in t.y), default=0
+    )
+    area = _area(width_px, height_px, bool(layout.title.text), label_chars)
+    axes: dict[tuple[str, str], Any] = {}
+    images: list[tuple[Any, Any, Any]] = []  # (image, axes, trace)
+    for trace in fig.data:
+        kind = trace.type
+        if kind == "table":
+            ax = out.add_axes([0.02, 0.02, 0.96, 0.98 - (60 if layout.title.text else 20) / height_px])
+            _table(ax, trace)
+            continue
+        if kind not in ("heatmap", "scatter"):
+            raise ValueError(f"save_png draws heatmap, scatter and table traces, not {kind!r}")
+        xname, yname = _axis_name(trace.xaxis, "x"), _axis_name(trace.yaxis, "y")
+        if (xname, yname) not in axes:
+            axes[(xname, yname)] = out.add_axes(_place(area, _domain(layout, xname), _domain(layout, yname)))
+        ax = axes[(xname, yname)]
+        if kind == "heatmap":
+            reversed_y = getattr(_layout_axis(layout, yname), "autorange", None) == "reversed"
+            images.append((_heatmap(ax, trace, layout, reversed_y), ax, trace))
+        else:
+            _scatter(ax, trace)
+    for (xname, yname), ax in axes.items():
+        xa, ya = _layout_axis(layout, xname), _layout_axis(layout, yname)
+        if xa is not None and xa.title.text:
+            ax.set_xlabel(xa.title.text, fontsize=9)
+        if ya is not None and ya.title.text:
+            ax.set_ylabel(ya.title.text, fontsize=9)
+        if xa is not None and xa.type == "log":
+            ax.set_xscale("log")
+        if xa is not None and xa.showticklabels is False:
+            ax.set_xticks([])
+        if ya is not None and ya.showticklabels is False:
+            ax.set_yticks([])
+        if len([line for line in ax.get_lines() if not line.get_label().startswith("_")]) > 1:
+            ax.legend(fontsize=7)
+    for shape in layout.shapes:  # vertical marker lines (add_vline): checkpoints
+        if shape.type == "line" and shape.x0 == shape.x1 and shape.yref and "domain" in shape.yref:
+            ax = axes.get((_axis_name(shape.xref, "x"), _axis_name(shape.yref.split()[0], "y")))
+            if ax is not None:
+                ax.axvline(shape.x0, color="#999", linestyle=":", linewidth=0.8)
+    shared = [img for img in images if img[2].coloraxis]
+    if shared:
+        cax = out.add_axes([area[2] + 25 / width_px, area[1], 15 / width_px, area[3] - area[1]])
+        out.colorbar(shared[0][0], cax=cax)
+    for image, ax, trace in images:
+        if not trace.coloraxis:
+            out.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    for note in layout.annotations:  # subplot titles
+        if note.xref == "paper" and note.text:
+            left, bottom, right, top = area
+            x = left + float(note.x) * (right - left)
+            y = bottom + float(note.y) * (top - bottom)
+            out.text(x, y + 0.005, note.text, ha="center", va="bottom", fontsize=8)
+    if layout.title.text:
+        out.suptitle(
+            layout.title.text, fontsize=11 if len(layout.title.text) < 70 else 9, y=1 - 12 / height_px, va="top"
+        )
+    return out
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 150) -> Path:
+    """Write `fig` (a Plotly figure from circuitlab.viz) as a PNG through matplotlib, atomically."""
+    image = render(fig, dpi=dpi)
+    return atomic_write(path, lambda tmp: image.savefig(tmp, format="png", dpi=dpi))

@@ -1,0 +1,173 @@
+"""Figures hold the numbers they are given, label tokens, and render to valid PNGs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from circuitlab import HookedTransformer, HookedTransformerConfig, viz
+from circuitlab.analysis import composition_scores, full_ov_circuit, head_scores, logit_lens
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster, and two stall on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedTransformer:
+    cfg = HookedTransformerConfig(n_layers=2, d_model=30, n_heads=3, n_ctx=16, d_vocab=24, attn_only=True, seed=0)
+    return HookedTransformer(cfg)
+
+
+@pytest.fixture(scope="module")
+def toks() -> torch.Tensor:
+    return torch.randint(0, 24, (2, 10), generator=torch.Generator().manual_seed(1))
+
+
+def test_import_is_light() -> None:
+    code = "import sys, circuitlab, circuitlab.viz; assert not {'plotly', 'torch', 'matplotlib'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_attention_pattern_and_grid(model, toks) -> None:
+    _, cache = model.run_with_cache(toks)
+    words = [str(int(t)) for t in toks[0]]
+    one = viz.attention_pattern(cache["pattern", 1][0, 2], words, title="L1H2")
+    np.testing.assert_allclose(np.asarray(one.data[0].z), cache["pattern", 1][0, 2].numpy(), rtol=1e-6)
+    assert list(one.data[0].y) == [f"{i}:{w}" for i, w in enumerate(words)]
+    assert one.layout.yaxis.autorange == "reversed"  # queries top to bottom
+
+    grid = viz.attention_grid(cache, words, batch_index=1)
+    assert len(grid.data) == 2 * 3 and [t.name for t in grid.data][:4] == ["L0H0", "L0H1", "L0H2", "L1H0"]
+    np.testing.assert_allclose(np.asarray(grid.data[5].z), cache["pattern", 1][1, 2].numpy(), rtol=1e-6)
+    same = viz.attention_grid(viz.patterns_from_cache(cache, 1), words)
+    np.testing.assert_array_equal(np.asarray(same.data[5].z), np.asarray(grid.data[5].z))
+    with pytest.raises(ValueError, match=r"\[layer, head, query, key\]"):
+        viz.attention_grid(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="3 token labels for 10 positions"):
+        viz.attention_pattern(cache["pattern", 0][0, 0], ["a", "b", "c"])
+
+
+def test_token_predictions_ranks_match_the_logits(model, toks) -> None:
+    preds = viz.token_predictions(model, toks[:1], top_k=4)
+    logits = model(toks[:1])[0].detach()
+    assert len(preds) == 10 and preds[-1].rank is None
+    for p in preds[:-1]:
+        nxt = int(toks[0, p.position + 1])
+        order = logits[p.position].argsort(descending=True).tolist()
+        assert p.rank == order.index(nxt) and p.next_token == str(nxt)
+        assert [w for w, _ in p.top] == [str(i) for i in order[:4]]
+        assert p.prob == pytest.approx(float(logits[p.position].softmax(-1)[nxt]), rel=1e-5)
+    table = viz.predictions_table(preds)
+    assert list(table.data[0].cells.values[3])[:-1] == [p.rank for p in preds[:-1]]
+
+
+def test_test_prompt_prints_like_transformer_lens(model, toks, capsys) -> None:
+    result = viz.test_prompt(model, toks[0, :6], [int(toks[0, 6]), int(toks[0, 7])], top_k=3)
+    out = capsys.readouterr().out
+    logits = model(toks[:1, :8])[0].detach()
+    for i, pos in enumerate((5, 6)):
+        answer = int(toks[0, pos + 1])
+        assert result.ranks[i] == logits[pos].argsort(descending=True).tolist().index(answer)
+        assert result.probs[i] == pytest.approx(float(logits[pos].softmax(-1)[answer]), rel=1e-5)
+    assert out.startswith(f"Tokenized prompt: {[str(int(t)) for t in toks[0, :6]]}\n")
+    assert f"Ranks of the answer tokens: {list(zip(result.answer_tokens, result.ranks, strict=True))}" in out
+    assert out.count("Top 0th token. Logit:") == 2
+    assert result.figure().data[0].type == "table"
+
+
+def test_patching_heatmaps(toks) -> None:
+    values = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    fig = viz.layer_pos_heatmap(values, toks[0].tolist(), metric_name="logit diff")
+    heat = fig.data[0]
+    np.testing.assert_allclose(np.asarray(heat.z), values.numpy(), rtol=1e-6)
+    assert list(heat.y) == ["L0", "L1", "L2"] and heat.x[3] == f"3:{int(toks[0, 3])}"
+    assert heat.zmid == 0 and heat.zmax == pytest.approx(float(values.abs().max()), rel=1e-6)
+    heads = viz.layer_head_heatmap(torch.arange(6.0).view(2, 3) - 2)
+    assert list(heads.data[0].x) == ["H0", "H1", "H2"] and heads.data[0].text[1][2] == "3"
+
+
+def test_score_and_circuit_matrices(model) -> None:
+    scores = head_scores(model, batch=4)
+    grid = viz.head_scores_grid(scores, ["induction", "previous_token"])
+    np.testing.assert_allclose(np.asarray(grid.data[0].z), scores.scores["induction"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grid.data[1].customdata), scores.baselines["previous_token"].numpy())
+    with pytest.raises(ValueError, match="unknown scores"):
+        viz.head_scores_grid(scores, ["nope"])
+
+    k = composition_scores(model, "K")  # [L1, H1, L2, H2]
+    comp = viz.composition_matrix(k, "K", baseline=0.1)
+    assert list(comp.data[0].y) == ["L0H0", "L0H1", "L0H2"] and list(comp.data[0].x) == ["L1H0", "L1H1", "L1H2"]
+    np.testing.assert_allclose(np.asarray(comp.data[0].z)[2, 1], float(k[0, 2, 1, 1].detach()), rtol=1e-6)
+    assert "random baseline 0.100" in comp.layout.title.text
+
+    ov = full_ov_circuit(model)[1, 0]
+    fig = viz.circuit_matrix(ov, max_size=8)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), ov.AB[:8, :8].detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_training_figures_from_metrics(tmp_path: Path) -> None:
+    rows = [
+        {"step": s, "eval_loss": 3 - s / 100, "train_loss": None if s == 0 else 3.2 - s / 100,
+         "heads.induction.L1H0": s / 200, "heads.induction.L0H1": 0.1, "loss_per_position": [1.0, 2.0, s / 100]}
+        for s in (0, 50, 100, 150, 200)
+    ]  # fmt: skip
+    loss = viz.loss_curves(rows, checkpoints=[0, 100])
+    assert [t.name for t in loss.data] == ["eval loss", "train loss"] and list(loss.data[1].x) == [50, 100, 150, 200]
+    assert sorted(s.x0 for s in loss.layout.shapes) == [0, 100]
+    traj = viz.head_trajectories(rows, "induction", checkpoints=[100])
+    assert [t.name for t in traj.data] == ["L0H1", "L1H0"] and list(traj.data[1].y) == [0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match=r"recorded head scores: \['induction'\]"):
+        viz.head_trajectories(rows, "copying_eigen")
+    per_pos = viz.loss_per_position(rows, steps=[200])
+    assert list(per_pos.data[0].y) == [1.0, 2.0, 2.0]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(__import__("json").dumps(r) for r in rows[::-1]) + "\n")
+    assert [r["step"] for r in viz.read_metrics(tmp_path)] == [0, 50, 100, 150, 200]
+
+
+def test_logit_lens_views(model, toks) -> None:
+    _, cache = model.run_with_cache(toks)
+    answer = int(toks[0, 5])
+    table = viz.logit_lens_table(cache, toks, pos=4, answer=answer, top_k=2)
+    values, labels = logit_lens(cache, pos=4)
+    cols = table.data[0].cells.values
+    assert list(cols[0]) == labels
+    probs = values[:, 0].softmax(-1)
+    assert list(cols[3]) == [f"{float(p):.3f}" for p in probs[:, answer]]
+    heat = viz.logit_lens_heatmap(cache, toks)
+    z = np.asarray(heat.data[0].z)  # [component, pos - 1]: p(next token); the last row is the model's output
+    np.testing.assert_allclose(z[-1, 4], float(model(toks)[0, 4].detach().softmax(-1)[answer]), rtol=1e-4)
+    assert list(heat.data[0].y) == labels
+
+
+def test_save_png_writes_valid_images(model, toks, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    _, cache = model.run_with_cache(toks)
+    figures = {
+        "grid": viz.attention_grid(cache, toks[0].tolist(), title="grid"),
+        "lines": viz.loss_curves([{"step": 0, "eval_loss": 2.0}, {"step": 10, "eval_loss": 1.0}], [10]),
+        "table": viz.predictions_table(viz.token_predictions(model, toks[:1], top_k=2)),
+    }
+    for name, fig in figures.items():
+        path = viz.save_png(fig, tmp_path / f"{name}.png", dpi=50)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = imread(path)
+        assert image.shape[0] == pytest.approx(fig.layout.height / 2, abs=2)  # 100 px per inch at dpi 50
+        assert image[..., :3].std() > 0.01  # something was drawn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "lines.png", "table.png"]  # no temp files
+    import plotly.graph_objects as go
+
+    with pytest.raises(ValueError, match="not 'bar'"):
+        viz.save_png(go.Figure(go.Bar(x=[1], y=[2])), tmp_path / "bar.png")
+    assert not (tmp_path / "bar.png").exists()
