@@ -341,7 +341,7 @@ def test_load_served_reads_runs_and_saved_models(tmp_path: Path, model: HookedTr
 
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.json").write_text(json.dumps({"model": {}, "task": {}, "training": {}}))
-    with pytest.raises(ValueError, match="without final/"):
+    with pytest.raises(ValueError, match="neither final/ nor a checkpoint"):
         load_served(tmp_path / "unfinished")
     with pytest.raises(ValueError, match=r"has no config\.json"):
         load_served(tmp_path)

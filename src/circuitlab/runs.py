@@ -106,6 +106,8 @@ def load_model_or_run(path: str | Path) -> tuple[HookedTransformer, Run | None]:
     from .model import HookedTransformer
 
     path = Path(path)
+    if path.is_file():
+        raise ValueError(f"{path} is a file: pass the folder that holds config.json")
     if not path.is_dir():
         raise FileNotFoundError(f"{path} not found: expected a run directory, a saved model or a Hugging Face folder")
     if is_run_dir(path):

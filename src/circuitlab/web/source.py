@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..model import HookedTransformer
-from ..tasks import Task, make_task
+from ..tasks import Task
 
 DEFAULT_PRESET = "induction"
 
@@ -22,17 +21,6 @@ class Served:
     name: str
     kind: str  # "run", "model", "huggingface" or "preset"
     task: Task | None = None
-
-
-def _task_from_run(config: dict[str, Any]) -> Task | None:
-    params = dict(config.get("task") or {})
-    name = params.pop("name", None)
-    if name is None:
-        return None
-    try:
-        return make_task(name, **params)
-    except (TypeError, ValueError):  # a task saved by another version: serve the model without it
-        return None
 
 
 def load_served(target: str | Path | None = None, progress: bool = True, steps: int | None = None) -> Served:
@@ -57,29 +45,13 @@ def load_served(target: str | Path | None = None, progress: bool = True, steps: 
 
 
 def _load_path(path: Path) -> Served:
-    if not path.is_dir():
-        raise ValueError(f"{path} is a file: pass the folder that holds config.json")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ValueError(
-            f"{path} has no config.json: expected a run directory (config.json + final/), a folder written by "
-            "model.save (config.json + model.safetensors) or a Hugging Face model folder"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
-    if isinstance(config, dict) and {"model", "task", "training"} <= set(config):  # a training run
-        final = path / "final"
-        if not (final / "config.json").is_file():
-            raise ValueError(
-                f"{path} is a training run without final/ (unfinished or interrupted): finish it with "
-                f"`circuitlab train ... --out {path} --resume`"
-            )
-        return Served(HookedTransformer.load(final), path.name, "run", _task_from_run(config))
-    if isinstance(config, dict) and config.get("format") == "circuitlab.HookedTransformer":
-        return Served(HookedTransformer.load(path), path.name, "model")
-    return Served(HookedTransformer.from_pretrained(path), path.name, "huggingface")
+    from ..runs import load_model_or_run
+
+    model, run = load_model_or_run(path)
+    if run is not None:
+        return Served(model, path.name, "run", run.task())
+    native = json.loads((path / "config.json").read_text()).get("format") == "circuitlab.HookedTransformer"
+    return Served(model, path.name, "model" if native else "huggingface")
 
 
 def _train_preset(name: str, progress: bool, steps: int | None) -> Served:
