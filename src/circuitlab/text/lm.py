@@ -89,3 +89,48 @@ def summary(report: dict[str, Any]) -> str:
     for prompt, text in report.get("samples", {}).items():
         lines.append(f"  {prompt!r} -> {text!r}")
     return "\n".join(lines)
+
+
+QUICK_TASK = dict(vocab_size=512, length=64, max_chars=300_000)
+QUICK_MODEL = dict(n_layers=2, n_heads=4, d_model=64, act_fn="gelu_new", normalization_type="LN", seed=0)
+
+
+def train_text_run(
+    run_dir: str | Path,
+    task: TextTask,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    progress: bool = False,
+) -> tuple[HookedTransformer, dict[str, Any]]:
+    """Train a language model on `task` into `run_dir` (checkpoints, metrics with held-out loss and ICL
+    score), export `hf/` and write `lm_report.json`. Returns the exported model (loaded back) and the report."""
+    from ..training import TrainingConfig, train
+
+    run_dir = Path(run_dir)
+    net = prepare_text_model(HookedTransformer(task.model_config(**model)))
+    result = train(net, task, TrainingConfig(**training), out_dir=run_dir, metrics=heldout_metrics(task),
+                   progress=progress)  # fmt: skip
+    report = finish_text_run(result.model, task, run_dir)
+    return HookedTransformer.from_pretrained(run_dir / "hf"), report
+
+
+_QUICK_RUNS: dict[tuple[int, int], Path] = {}
+
+
+def quick_text_run(steps: int = 120, seed: int = 0) -> Path:
+    """A small model trained on a 300k-character slice (vocabulary 512, windows of 64) in seconds, for quick
+    modes and tests: trained once per process into a temporary folder (removed at exit) and shared."""
+    key = (steps, seed)
+    if key not in _QUICK_RUNS or not (_QUICK_RUNS[key] / "lm_report.json").is_file():
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="circuitlab-quick-lm-"))
+        atexit.register(shutil.rmtree, root, True)
+        task = TextTask(**QUICK_TASK)
+        training = dict(steps=steps, lr=3e-3, warmup_steps=10, batch_size=16, eval_every=max(1, steps // 3),
+                        eval_batches=1, n_log_checkpoints=6, seed=seed)  # fmt: skip
+        train_text_run(root / "run", task, {**QUICK_MODEL, "seed": seed}, training)
+        _QUICK_RUNS[key] = root / "run"
+    return _QUICK_RUNS[key]

@@ -43,6 +43,13 @@ def _stream(vocab_size: int, split: str, max_chars: int | None, root: str | None
     return torch.from_numpy(np.load(path).astype(np.int64))
 
 
+def lm_batch(tokens: torch.Tensor) -> Batch:
+    """Next-token prediction on windows [batch, pos]: every prediction but the last is scored."""
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, -1] = False
+    return Batch(tokens, lm_targets(tokens), mask)
+
+
 @dataclass
 class TextTask(Task):
     """vocab_size: BPE vocabulary; length: tokens per window (BOS included); split: train / heldout;
@@ -83,10 +90,9 @@ class TextTask(Task):
         """Windows [BOS, stream[s : s + length - 1]] for each start s [batch]."""
         stream = self.stream(split)
         body = stream[starts[:, None] + torch.arange(self.length - 1)[None, :]]  # [batch, length - 1]
-        tokens = torch.cat([torch.full((len(starts), 1), EOS_ID), body], dim=1)
-        mask = torch.ones_like(tokens, dtype=torch.bool)
-        mask[:, -1] = False
-        return Batch(tokens, lm_targets(tokens), mask, {"start": starts})
+        batch = lm_batch(torch.cat([torch.full((len(starts), 1), EOS_ID), body], dim=1))
+        batch.metadata["start"] = starts
+        return batch
 
     def _generate(self, batch_size: int, gen: torch.Generator) -> Batch:
         n = len(self.stream()) - (self.length - 1)
@@ -101,3 +107,18 @@ class TextTask(Task):
         if max_windows is not None and n > max_windows:
             starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
         return self.windows(starts, split)
+
+
+def tokenized_windows(
+    tokenizer: object, split: str = "heldout", length: int = 256, max_windows: int | None = None, bos_id: int = EOS_ID
+) -> torch.Tensor:
+    """Consecutive windows [BOS, ...] [n, length] of a corpus split tokenised with any tokenizer (for example
+    GPT-2's), works joined by `bos_id`: held-out text for a model that was not trained on our tokenizer."""
+    ids = tokenizer(read_texts(split), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    stream = torch.tensor([t for seq in ids for t in (bos_id, *seq)], dtype=torch.long)
+    n = (len(stream) - 1) // (length - 1)
+    starts = torch.arange(n) * (length - 1)
+    if max_windows is not None and n > max_windows:
+        starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
+    body = stream[starts[:, None] + torch.arange(length - 1)[None, :]]
+    return torch.cat([torch.full((len(starts), 1), bos_id), body], dim=1)
