@@ -51,8 +51,7 @@ def test_tokenizer_round_trip_and_hugging_face_files(works, tmp_path) -> None:
     folder = save_tokenizer(tok, tmp_path / "tok")
     assert {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"} <= {p.name for p in folder.iterdir()}
     auto = transformers.AutoTokenizer.from_pretrained(str(folder))
-    gpt2_style = transformers.GPT2TokenizerFast(vocab_file=None, merges_file=None, tokenizer_file=None,
-                                                vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))  # fmt: skip
+    gpt2_style = transformers.GPT2TokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
     for text in samples:
         assert auto(text)["input_ids"] == tok(text)["input_ids"] == gpt2_style(text)["input_ids"]
     assert auto.eos_token_id == auto.bos_token_id == EOS_ID
