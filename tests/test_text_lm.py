@@ -73,3 +73,21 @@ def test_fine_tune_circuits_quick_writes_complete_trajectories(run_dir, tmp_path
         assert next(c for c in verdict.checks if c.name == f"{task}: trajectory complete").passed
     html = (tmp_path / "report.html").read_text()
     assert html.count("<figure") >= 2 * (8 + 1)  # a trajectory figure per head per task, and the loss curves
+
+
+def test_cli_train_text_writes_a_hugging_face_model_and_report(tmp_path, capsys) -> None:
+    from circuitlab.cli import main
+
+    slice_params = ["--task-param", "vocab_size=512", "--task-param", "length=32", "--task-param", "max_chars=300000"]
+    argv = ["train", "text", "--preset", "tiny-lm", *slice_params, "--d-model", "32", "--n-heads", "2", "--steps", "4",
+            "--eval-every", "2", "--log-checkpoints", "0", "--checkpoint-every", "2", "--out", str(tmp_path / "run"),
+            "--no-progress", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "held-out loss" in out and "unigram" in out and "ROMEO." in out
+    report = json.loads((tmp_path / "run" / "lm_report.json").read_text())
+    assert {"heldout_loss", "unigram_loss", "bigram_loss", "icl_score", "samples"} <= set(report)
+    model = HookedTransformer.from_pretrained(tmp_path / "run" / "hf")
+    assert model.cfg.d_model == 32 and model.cfg.act_fn == "gelu_new" and model.tokenizer is not None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 4] and all("heldout.loss" in r for r in rows)
