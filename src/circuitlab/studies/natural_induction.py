@@ -147,9 +147,9 @@ def natural_induction(run_dir: str | Path, out_dir: str | Path, quick: bool = Fa
     model = HookedTransformer(cfg)
     load_checkpoint(checkpoints[-1][1], model)
     model.eval()
-    text = task.tiled("heldout", 16 if quick else 64).tokens
+    text = task.tiled("heldout", 16 if quick else 32).tokens  # [window, pos]: logits of 4 ablated copies fit
 
-    census = head_census(model, batch=8 if quick else 32, bos=0)
+    census = head_census(model, batch=8 if quick else 16, bos=0)
     census.to_json(out / "census_random_tokens.json")
     inductive = [(r.layer, r.head) for r in census.heads_with("induction")]
 
@@ -195,7 +195,8 @@ def natural_induction(run_dir: str | Path, out_dir: str | Path, quick: bool = Fa
             "ablation dloss (text, induction positions)": round(float(ablate_induction[l, h]), 4),
         })  # fmt: skip
 
-    trajectory = checkpoint_trajectory(HookedTransformer(cfg), checkpoints, text, probe_batch=4 if quick else 8)
+    more_text = task.tiled("heldout", 32 if quick else 128).tokens  # forward only: more windows, steadier ICL
+    trajectory = checkpoint_trajectory(HookedTransformer(cfg), checkpoints, more_text, probe_batch=4 if quick else 8)
     atomic_write_text(out / "trajectory.json", json.dumps(trajectory, indent=2) + "\n")
     first_induction = _first_induction_step(trajectory)
     icl = [r["icl_score"] for r in trajectory]
