@@ -76,6 +76,9 @@ def test_text_task_windows_and_baselines() -> None:
     uni = unigram_loss(stream, held, 512)
     bi, weight = bigram_loss(stream, held, 512)
     assert 2.0 < bi < uni < torch.log(torch.tensor(512.0)) and 0 < weight < 1
+    from circuitlab.text.baselines import unigram_icl
+
+    assert abs(unigram_icl(stream, tiled, 512, early=8)) < 0.15  # a context-free model: about no ICL
     with pytest.raises(ValueError, match="split"):
         TextTask(split="test")
 

@@ -5,7 +5,8 @@
   weight chosen on the held-out text itself, which can only flatter the baseline).
 - `lm_loss`: the model's loss per position over consecutive held-out windows.
 - `icl_score` (Olsson et al. 2022): loss late in the context minus loss early in it (nats; negative
-  means later tokens are predicted better, i.e. the model uses its context).
+  means later tokens are predicted better, i.e. the model uses its context). On few windows the tokens
+  themselves bias it: `unigram_icl` is the score of a context-free model on the same windows.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def lm_loss(model: torch.nn.Module, batch: Batch, batch_size: int = 32) -> LMLos
         count += part.loss_mask.sum(0).double().cpu()
     per_pos = torch.where(count > 0, total / count.clamp(min=1), float("nan"))
     return LMLoss(float(total.sum() / count.sum()), per_pos.tolist())
+
+
+def unigram_icl(train: torch.Tensor, batch: Batch, vocab: int, early: int = 50) -> float:
+    """The ICL score an add-one unigram model (which ignores its context) gets on the same windows: what the
+    particular tokens at the early and late positions contribute on their own. Near 0 on many windows."""
+    loss = -_unigram_logp(train, vocab)[batch.targets].float()  # [window, pos]
+    mean = (loss * batch.loss_mask).sum(0) / batch.loss_mask.sum(0).clamp(min=1)  # [pos]
+    per_position = torch.where(batch.loss_mask.any(0), mean, float("nan"))
+    return icl_score(per_position.tolist(), early=early)
 
 
 def icl_score(per_position: list[float], early: int = 50, late: int | None = None, window: int = 5) -> float:

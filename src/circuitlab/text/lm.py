@@ -17,7 +17,7 @@ import torch
 
 from ..files import atomic_write_text
 from ..model import HookedTransformer
-from .baselines import bigram_loss, icl_score, lm_loss, unigram_loss
+from .baselines import bigram_loss, icl_score, lm_loss, unigram_icl, unigram_loss
 from .export import export_gpt2
 from .task import TextTask
 
@@ -32,7 +32,7 @@ def prepare_text_model(model: HookedTransformer) -> HookedTransformer:
     return model
 
 
-def heldout_metrics(task: TextTask, max_windows: int = 32) -> dict[str, Any]:
+def heldout_metrics(task: TextTask, max_windows: int = 128) -> dict[str, Any]:
     """A trainer metric: {"heldout.loss", "heldout.icl"} on fixed consecutive held-out windows."""
     batch = task.tiled("heldout", max_windows)
 
@@ -55,12 +55,14 @@ def lm_report(
 ) -> dict[str, Any]:
     """Held-out loss per token (all consecutive held-out windows), baselines, ICL score, and samples
     (when the model has a tokenizer)."""
-    result = lm_loss(model, task.tiled("heldout", max_windows))
+    windows = task.tiled("heldout", max_windows)
+    result = lm_loss(model, windows)
     early = min(50, task.length // 4)
     report: dict[str, Any] = {
         "heldout_loss": result.loss,
         **{f"{k}_loss" if k != "bigram_weight" else k: v for k, v in baselines(task).items()},
         "icl_score": icl_score(result.per_position, early=early),
+        "icl_unigram_baseline": unigram_icl(task.stream("train"), windows, task.vocab_size, early),
         "icl_positions": {"early": early, "late": "last 11 scored positions"},
         "loss_per_position": result.per_position,
     }
