@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench install
+.PHONY: demo test test-fast lint bench install studies
 
 demo: $(STAMP)
 	$(PY) -m circuitlab.demo
@@ -24,6 +24,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/forward.py
 
 install: $(STAMP)
+
+# The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
+# report.html. A study whose claim FAILs does not stop the others; a crash does.
+STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
+	attention-scaling periodic-sequences phase-change name-copy-patching
+studies: $(STAMP)
+	@for s in $(STUDIES); do \
+		$(VENV)/bin/circuitlab study $$s --out runs/studies/$$s; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	done
 
 # CPU torch first (a wheel already on this machine's disk), then the package with its extras.
 $(STAMP): pyproject.toml

@@ -9,9 +9,10 @@ import argparse
 import sys
 import traceback
 
+from . import study as study_cmd
 from . import train as train_cmd
 
-COMMANDS = {"train": train_cmd}
+COMMANDS = {"train": train_cmd, "study": study_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

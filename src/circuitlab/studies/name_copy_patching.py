@@ -1,0 +1,204 @@
+"""Study `name-copy-patching`: where the copied name travels, by activation patching ("MI in 50 lines").
+
+Prompt pairs in the style of "Her name was Alex Hart. Tomorrow at lunch time Alex" -> " Hart" against
+the same prompt with " Carroll": they differ at the last name only, and the metric is the logit
+difference answer - distractor at the final position, normalised so 0 = corrupted run, 1 = clean run.
+Clean activations are patched into the corrupted run (denoising), one cell at a time:
+
+- residual stream (blocks.0.hook_resid_pre and every hook_resid_post) x position: a heatmap;
+- each head's output (hook_z), over all positions and per position.
+
+Model: a natural-text model when `CIRCUITLAB_NAME_COPY_MODEL` names a folder `HookedTransformer.
+from_pretrained` reads (with its tokenizer); otherwise a 2-layer attention-only toy trained here on the
+templated `name_copy` task (two people introduced, one named again: copying needs induction).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..analysis import normalized_logit_diff, patch_activation, patch_head_out_all_pos, patch_head_out_by_pos
+from ..model import HookedTransformer
+from ..tasks import NameCopy
+from ..tasks.name_copy import FIRST_NAMES, LAST_NAMES
+from ..training import TrainingConfig, train
+from ..viz.page import Page
+from .base import Check, Study, StudyResult, register
+from .common import heatmap
+
+NAME = "name-copy-patching"
+CLAIM = (
+    "In a model that copies a last name after a repeated first name, the answer's information sits at the "
+    "last-name position early in the residual stream and at the final position by the last layer, and a few "
+    "heads' outputs carry it: patching the best single head restores most of the logit difference."
+)
+ENV_MODEL = "CIRCUITLAB_NAME_COPY_MODEL"
+# Thresholds, fixed before any run.
+MIN_ACCURACY = 0.9  # the model does the task: answer beats the distractor on the clean prompts
+MIN_FINAL_POS_RESTORE = 0.9  # last-layer residual at the final position
+MAX_NAME_POS_RESTORE = 0.1  # last-layer residual at the last-name position (the information has moved)
+MIN_TOP_HEAD_RESTORE = 0.5  # the best single head's output (all positions)
+
+TOY_MODEL = dict(n_layers=2, n_heads=4, d_model=64, attn_only=True, normalization_type=None)
+TOY_TRAINING = dict(lr=1e-2, warmup_steps=20, schedule="cosine", min_lr_fraction=0.1, batch_size=64)
+STEPS, QUICK_STEPS = 3000, 100
+N_PROMPTS, PROMPT_SEED = 64, 424242
+NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
+
+
+def _toy(out_dir: Path, seed: int, quick: bool) -> tuple[HookedTransformer, dict]:
+    task = NameCopy()
+    cfg = task.model_config(**TOY_MODEL, seed=seed)
+    steps = QUICK_STEPS if quick else STEPS
+    tc = TrainingConfig(steps=steps, seed=seed, eval_every=max(steps // 10, 1), **TOY_TRAINING)
+    result = train(HookedTransformer(cfg), task, tc, progress=False)
+    result.model.save(out_dir / "models" / f"toy_seed{seed}")
+    # One layout and the second person asked for, so positions line up across prompts.
+    one = NameCopy(templates=task.templates[:1], asked=1)
+    batch = one.generate(N_PROMPTS, PROMPT_SEED)
+    labels = [one.vocab.itos[t] for t in batch.tokens[0].tolist()]
+    return result.model, {
+        "source": "toy model trained on the name_copy task",
+        "clean": batch.tokens,
+        "corrupted": batch.metadata["corrupted_tokens"],
+        "answer": batch.metadata["answer"],
+        "distractor": batch.metadata["distractor"],
+        "name_pos": int(batch.metadata["answer_pos"][0]),
+        "labels": labels,
+        "example": one.decode(batch.tokens[0]),
+        "steps": steps,
+    }
+
+
+def _natural(folder: str) -> tuple[HookedTransformer, dict]:
+    model = HookedTransformer.from_pretrained(folder)
+    if model.tokenizer is None:
+        raise ValueError(f"{ENV_MODEL}={folder!r}: the folder has no tokenizer; the prompts are text")
+    clean, corrupted, answers, distractors = [], [], [], []
+    singles = [n for n in LAST_NAMES if len(model.to_tokens(" " + n, prepend_bos=False)[0]) == 1]
+    for i, first in enumerate(FIRST_NAMES):
+        last, other = singles[i % len(singles)], singles[(i + 1) % len(singles)]
+        a = model.to_tokens(NATURAL_TEMPLATE.format(F=first, L=last))
+        b = model.to_tokens(NATURAL_TEMPLATE.format(F=first, L=other))
+        if a.shape == b.shape and (not clean or a.shape == clean[0].shape):
+            clean.append(a)
+            corrupted.append(b)
+            answers.append(model.to_single_token(" " + last))
+            distractors.append(model.to_single_token(" " + other))
+    if len(clean) < 2 or len(singles) < 2:
+        raise ValueError(f"{ENV_MODEL}={folder!r}: too few prompt pairs tokenise to equal lengths with one-token names")
+    tokens = torch.cat(clean)
+    diff = (tokens != torch.cat(corrupted)).any(0).nonzero()
+    return model, {
+        "source": f"natural-text model {folder}",
+        "clean": tokens,
+        "corrupted": torch.cat(corrupted),
+        "answer": torch.tensor(answers),
+        "distractor": torch.tensor(distractors),
+        "name_pos": int(diff[0]) if len(diff) == 1 else None,
+        "labels": model.to_str_tokens(tokens[0]),
+        "example": model.to_string(tokens[0]),
+        "steps": 0,
+    }
+
+
+def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
+    folder = os.environ.get(ENV_MODEL)
+    model, p = _natural(folder) if folder else _toy(out_dir, seeds[0], quick)
+    clean, corrupted, answer, distractor = p["clean"], p["corrupted"], p["answer"], p["distractor"]
+    with torch.no_grad():
+        clean_logits, corrupted_logits = model(clean), model(corrupted)
+    final = clean_logits[:, -1]
+    accuracy = float((final.gather(1, answer[:, None]) > final.gather(1, distractor[:, None])).float().mean())
+    metric = normalized_logit_diff(answer, distractor, clean_logits, corrupted_logits)
+    n_layers = model.cfg.n_layers
+    resid = torch.cat(
+        [
+            patch_activation(model, clean, corrupted, metric, "resid_pre", layers=[0]),
+            patch_activation(model, clean, corrupted, metric, "resid_post"),
+        ]
+    )  # [1 + layer, pos]
+    heads = patch_head_out_all_pos(model, clean, corrupted, metric)  # [layer, head]
+    heads_by_pos = patch_head_out_by_pos(model, clean, corrupted, metric)  # [layer, pos, head]
+    name_pos = p["name_pos"]
+    order = heads.flatten().argsort(descending=True)
+    top = [(int(i) // model.cfg.n_heads, int(i) % model.cfg.n_heads, float(heads.flatten()[i])) for i in order[:4]]
+    checks = [
+        Check("clean_accuracy", accuracy, ">=", MIN_ACCURACY, "answer logit above the distractor's on clean prompts"),
+        Check(
+            "last_layer_final_pos_restore",
+            float(resid[-1, -1]),
+            ">=",
+            MIN_FINAL_POS_RESTORE,
+            "normalised logit difference restored by the last resid_post at the final position",
+        ),
+        Check(
+            "last_layer_name_pos_restore",
+            float(resid[-1, name_pos]) if name_pos is not None else float("nan"),
+            "<=",
+            MAX_NAME_POS_RESTORE,
+            "the same at the last-name position",
+        ),
+        Check(
+            "top_head_restore",
+            top[0][2],
+            ">=",
+            MIN_TOP_HEAD_RESTORE,
+            "the best single head's output patched at all positions",
+        ),
+    ]
+    measurements = {
+        "source": p["source"],
+        "training_steps": p["steps"],
+        "n_prompts": len(clean),
+        "example": p["example"],
+        "clean_logit_diff": float(metric.clean),
+        "corrupted_logit_diff": float(metric.corrupted),
+        "accuracy": accuracy,
+        "name_pos": name_pos,
+        "resid_restore": resid.tolist(),
+        "head_restore": heads.tolist(),
+        "top_heads": [{"head": f"L{l}H{h}", "restore": round(v, 4)} for l, h, v in top],
+    }
+    page = Page(NAME)
+    page.text(
+        f"Model: {p['source']}. Example clean prompt: {p['example']!r}. Clean logit difference "
+        f"{metric.clean:.2f}, corrupted {metric.corrupted:.2f}; clean accuracy {accuracy:.0%}."
+    )
+    labels = [f"{i}:{t}" for i, t in enumerate(p["labels"])]
+    rows = ["resid_pre 0", *(f"resid_post {l}" for l in range(n_layers))]
+    page.figure(
+        heatmap(
+            resid, "Residual stream patching (1 = clean behaviour restored)", labels, rows, "position", "", zmid=0.0
+        )
+    )
+    page.figure(
+        heatmap(
+            heads,
+            "Head output patching, all positions",
+            [f"H{h}" for h in range(model.cfg.n_heads)],
+            [f"L{l}" for l in range(n_layers)],
+            "head",
+            "layer",
+            zmid=0.0,
+        )
+    )
+    page.figure(
+        heatmap(
+            heads_by_pos.permute(0, 2, 1).flatten(0, 1),
+            "Head output patching by position",
+            labels,
+            [f"L{l}H{h}" for l in range(n_layers) for h in range(model.cfg.n_heads)],
+            "position",
+            "",
+            zmid=0.0,
+        )
+    )
+    page.heading("Heads that carry the answer").table(measurements["top_heads"])
+    return StudyResult(checks, measurements, page)
+
+
+register(Study(NAME, CLAIM, run, default_seeds=1))
