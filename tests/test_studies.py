@@ -161,3 +161,38 @@ def test_periodic_sequences_quick(tmp_path_factory) -> None:
     verdict, out = quick("periodic-sequences", tmp_path_factory)
     check_complete(verdict, out, "periodic-sequences")
     assert {r["condition"] for r in verdict["measurements"]["per_run"]} == {"wd_on", "wd_off"}
+
+
+def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> None:
+    """The natural-text hook: a Hugging Face folder with a tokenizer (random GPT-2 weights, a BPE trained
+    here on the prompts) runs the same patching on text prompts; only well-formedness is checked."""
+    tf = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from circuitlab.studies import name_copy_patching as study
+    from circuitlab.tasks.name_copy import FIRST_NAMES, LAST_NAMES
+
+    folder = tmp_path / "hf"
+    corpus = [study.NATURAL_TEMPLATE.format(F=f, L=l) + "." for f in FIRST_NAMES for l in LAST_NAMES]
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>")
+    tok.save_pretrained(folder)
+    cfg = tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tok), bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    tf.GPT2LMHeadModel(cfg).save_pretrained(folder)
+
+    monkeypatch.setenv(study.ENV_MODEL, str(folder))
+    out = tmp_path / "study"
+    run_study("name-copy-patching", out, seeds=1, quick=True)
+    verdict = json.loads((out / "verdict.json").read_text())
+    check_complete(verdict, out, "name-copy-patching")
+    m = verdict["measurements"]
+    assert str(folder) in m["source"] and m["n_prompts"] >= 2 and m["training_steps"] == 0
+    assert "Her name was" in m["example"] and m["name_pos"] is not None
+    assert len(m["resid_restore"]) == 3 and len(m["head_restore"]) == 2
+    # patching everything at the final residual restores the clean run exactly
+    assert m["resid_restore"][-1][-1] == pytest.approx(1.0, abs=1e-4)
+
+    monkeypatch.setenv(study.ENV_MODEL, str(tmp_path / "missing"))
+    with pytest.raises(Exception, match="missing"):
+        run_study("name-copy-patching", tmp_path / "again", seeds=1, quick=True)

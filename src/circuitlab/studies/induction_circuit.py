@@ -24,6 +24,7 @@ from ..analysis import (
     composition_scores,
     full_ov_circuit,
     head_scores,
+    make_probes,
     positional_qk_circuit,
     run_with_ablation,
 )
@@ -31,7 +32,7 @@ from ..analysis.heads import copying_scores
 from ..tasks import masked_loss
 from ..viz.page import Page
 from .base import Check, Study, StudyResult, register
-from .common import attention_pattern, bars, heatmap, summary, train_preset
+from .common import attention_pattern, bars, heatmap, lines, summary, train_preset
 
 NAME = "induction-circuit"
 CLAIM = (
@@ -65,6 +66,9 @@ def _below_diagonal_fraction(pos_qk: torch.Tensor) -> float:
 def _measure(model, task) -> dict:
     scores = head_scores(model, seed=0)
     pos_qk = positional_qk_circuit(model)[0, 0].AB.detach().float().cpu()
+    probe = make_probes(model.cfg.d_vocab, model.cfg.n_ctx, batch=32, seed=0).random
+    pattern = attention_pattern(model, probe, 0)[:, 0]  # [batch, query, key]
+    prev_by_pos = pattern.diagonal(offset=-1, dim1=1, dim2=2).mean(0)  # [query - 1]: attention to q - 1
     with torch.no_grad():
         comp = {kind: float(composition_scores(model, kind)[0, 0, 1, 0]) for kind in ("Q", "K", "V")}
     baseline = {kind: composition_baseline(model, kind) for kind in ("Q", "K", "V")}
@@ -92,6 +96,8 @@ def _measure(model, task) -> dict:
         "clean_loss": clean,
         "ablated_loss": ablated,
         "ablation_increase": {k: v - clean for k, v in ablated.items()},
+        "prev_token_by_query": [round(v, 4) for v in prev_by_pos.tolist()],
+        "prev_token_extent": int((prev_by_pos >= 0.5).nonzero().max()) + 1 if (prev_by_pos >= 0.5).any() else 0,
         "_pos_qk": pos_qk,
     }
 
@@ -192,6 +198,28 @@ def _page(first, m: dict) -> Page:
         f"L0H0 puts {m['prev_token_L0H0']:.2f} of its attention on the previous token (uniform causal head: "
         f"{m['prev_token_baseline']:.2f}). Its positional QK circuit W_pos W_Q W_K^T W_pos^T is largest just below "
         f"the diagonal for {m['pos_qk_below_diagonal']:.0%} of query positions."
+    )
+    n_query = len(m["prev_token_by_query"])
+    stops = m["prev_token_extent"] < n_query
+    page.text(
+        f"Attention to the previous token by query position: at least 0.5 up to position {m['prev_token_extent']} "
+        f"of {n_query}."
+        + (
+            " The diagonal stops part-way, as in the periodic-sequences study. A likely reason: the earlier copy "
+            "of a chunk, whose keys need the previous token, sits early in the training sequences, so later "
+            "positions are rarely trained."
+            if stops
+            else ""
+        )
+    )
+    page.figure(
+        lines(
+            list(range(1, len(m["prev_token_by_query"]) + 1)),
+            {"L0H0": m["prev_token_by_query"]},
+            "L0H0 attention to the previous token, by query position (random tokens)",
+            "query position",
+            "attention",
+        )
     )
     page.figure(
         heatmap(
