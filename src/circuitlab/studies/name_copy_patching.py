@@ -9,8 +9,9 @@ Clean activations are patched into the corrupted run (denoising), one cell at a 
 - each head's output (hook_z), over all positions and per position.
 
 Model: a natural-text model when `CIRCUITLAB_NAME_COPY_MODEL` names a folder `HookedTransformer.
-from_pretrained` reads (with its tokenizer); otherwise a 2-layer attention-only toy trained here on the
-templated `name_copy` task (two people introduced, one named again: copying needs induction).
+from_pretrained` reads (with its tokenizer); otherwise the `name_copy` preset's toy (2-layer attention-only,
+4 heads) trained here on templated text (three people introduced, one named again: copying the right
+last name needs induction; before it forms the loss sits at log 3, a bet on all three).
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import torch
 
 from ..analysis import normalized_logit_diff, patch_activation, patch_head_out_all_pos, patch_head_out_by_pos
 from ..model import HookedTransformer
-from ..tasks import NameCopy
+from ..tasks import Batch, NameCopy
 from ..tasks.name_copy import FIRST_NAMES, LAST_NAMES
-from ..training import TrainingConfig, train
 from ..viz.page import Page
 from .base import Check, Study, StudyResult, register
-from .common import heatmap
+from .common import heatmap, train_preset
 
 NAME = "name-copy-patching"
 CLAIM = (
@@ -37,28 +37,30 @@ CLAIM = (
 )
 ENV_MODEL = "CIRCUITLAB_NAME_COPY_MODEL"
 # Thresholds, fixed before any run.
-MIN_ACCURACY = 0.9  # the model does the task: answer beats the distractor on the clean prompts
+MIN_ACCURACY = 0.9  # the model does the task: the answer is its top prediction on the clean prompts
 MIN_FINAL_POS_RESTORE = 0.9  # last-layer residual at the final position
 MAX_NAME_POS_RESTORE = 0.1  # last-layer residual at the last-name position (the information has moved)
 MIN_TOP_HEAD_RESTORE = 0.5  # the best single head's output (all positions)
 
-TOY_MODEL = dict(n_layers=2, n_heads=4, d_model=64, attn_only=True, normalization_type=None)
-TOY_TRAINING = dict(lr=1e-2, warmup_steps=20, schedule="cosine", min_lr_fraction=0.1, batch_size=64)
-STEPS, QUICK_STEPS = 3000, 100
+STEPS, QUICK_STEPS, QUICK_BATCH = 1200, 60, 64  # the `name_copy` preset (batch 512); quick: a smoke test only
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
 
 
 def _toy(out_dir: Path, seed: int, quick: bool) -> tuple[HookedTransformer, dict]:
-    task = NameCopy()
-    cfg = task.model_config(**TOY_MODEL, seed=seed)
     steps = QUICK_STEPS if quick else STEPS
-    tc = TrainingConfig(steps=steps, seed=seed, eval_every=max(steps // 10, 1), **TOY_TRAINING)
-    result = train(HookedTransformer(cfg), task, tc, progress=False)
+    training = {"batch_size": QUICK_BATCH} if quick else {}
+    task, result = train_preset("name_copy", seed, steps, training=training)
     result.model.save(out_dir / "models" / f"toy_seed{seed}")
-    # One layout and the second person asked for, so positions line up across prompts.
-    one = NameCopy(templates=task.templates[:1], asked=1)
-    batch = one.generate(N_PROMPTS, PROMPT_SEED)
+    # One layout (the first template) and the second person asked for, so positions line up across prompts;
+    # the same templates and names as in training, hence the same vocabulary.
+    one = NameCopy(task.first_names, task.last_names, task.templates, asked=1)
+    assert one.vocab.itos == task.vocab.itos
+    batch = one.generate(N_PROMPTS * 4 * len(task.templates), PROMPT_SEED)
+    rows = (batch.metadata["template"] == 0).nonzero()[:N_PROMPTS, 0]
+    batch = Batch(
+        batch.tokens[rows], batch.targets[rows], batch.loss_mask[rows], {k: v[rows] for k, v in batch.metadata.items()}
+    )
     labels = [one.vocab.itos[t] for t in batch.tokens[0].tolist()]
     return result.model, {
         "source": "toy model trained on the name_copy task",
@@ -112,22 +114,22 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     with torch.no_grad():
         clean_logits, corrupted_logits = model(clean), model(corrupted)
     final = clean_logits[:, -1]
-    accuracy = float((final.gather(1, answer[:, None]) > final.gather(1, distractor[:, None])).float().mean())
+    accuracy = float((final.argmax(-1) == answer).float().mean())  # top-1: the right person's last name
     metric = normalized_logit_diff(answer, distractor, clean_logits, corrupted_logits)
     n_layers = model.cfg.n_layers
     resid = torch.cat(
         [
-            patch_activation(model, clean, corrupted, metric, "resid_pre", layers=[0]),
-            patch_activation(model, clean, corrupted, metric, "resid_post"),
+            patch_activation(model, clean, corrupted, metric, "resid_pre", layers=[0], progress=False),
+            patch_activation(model, clean, corrupted, metric, "resid_post", progress=False),
         ]
     )  # [1 + layer, pos]
-    heads = patch_head_out_all_pos(model, clean, corrupted, metric)  # [layer, head]
-    heads_by_pos = patch_head_out_by_pos(model, clean, corrupted, metric)  # [layer, pos, head]
+    heads = patch_head_out_all_pos(model, clean, corrupted, metric, progress=False)  # [layer, head]
+    heads_by_pos = patch_head_out_by_pos(model, clean, corrupted, metric, progress=False)  # [layer, pos, head]
     name_pos = p["name_pos"]
     order = heads.flatten().argsort(descending=True)
     top = [(int(i) // model.cfg.n_heads, int(i) % model.cfg.n_heads, float(heads.flatten()[i])) for i in order[:4]]
     checks = [
-        Check("clean_accuracy", accuracy, ">=", MIN_ACCURACY, "answer logit above the distractor's on clean prompts"),
+        Check("clean_accuracy", accuracy, ">=", MIN_ACCURACY, "top-1 accuracy on the clean prompts"),
         Check(
             "last_layer_final_pos_restore",
             float(resid[-1, -1]),
