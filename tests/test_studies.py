@@ -177,7 +177,9 @@ def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> Non
     bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
     tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>")
     tok.save_pretrained(folder)
-    cfg = tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tok), bos_token_id=0, eos_token_id=0)
+    cfg = tf.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tok), bos_token_id=0, eos_token_id=0
+    )
     torch.manual_seed(0)
     tf.GPT2LMHeadModel(cfg).save_pretrained(folder)
 
