@@ -42,7 +42,11 @@ MIN_FINAL_POS_RESTORE = 0.9  # last-layer residual at the final position
 MAX_NAME_POS_RESTORE = 0.1  # last-layer residual at the last-name position (the information has moved)
 MIN_TOP_HEAD_RESTORE = 0.5  # the best single head's output (all positions)
 
-STEPS, QUICK_STEPS, QUICK_BATCH = 1200, 60, 64  # the `name_copy` preset (batch 512); quick: a smoke test only
+# The `name_copy` preset (batch 512, lr 1e-2, cosine). Its budget comes from a pilot run (seed 0): 800 steps
+# formed induction (loss 0.13 nats at the end, from a plateau at log 3 until ~step 650); a 1200-step cosine run
+# of the same seed stayed on the plateau (top-1 accuracy 0.31). Formation on this task is sensitive to the
+# schedule: read a FAIL of `clean_accuracy` as "no induction formed", not as a patching result.
+STEPS, QUICK_STEPS, QUICK_BATCH = 800, 60, 64  # quick: a smoke test only
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
 

@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         task="name_copy",
         model=dict(n_layers=2, n_heads=4, d_model=64, attn_only=True, normalization_type=None),
         training=dict(
-            steps=1200, lr=1e-2, warmup_steps=20, schedule="cosine", min_lr_fraction=0.1, batch_size=512, eval_every=100
+            steps=800, lr=1e-2, warmup_steps=20, schedule="cosine", min_lr_fraction=0.1, batch_size=512, eval_every=100
         ),
         description="copy the last name after a repeated first name (induction on templated text)",
     ),
