@@ -31,15 +31,17 @@ from .common import heatmap, train_preset
 
 NAME = "name-copy-patching"
 CLAIM = (
-    "In a model that copies a last name after a repeated first name, the answer's information sits at the "
-    "last-name position early in the residual stream and at the final position by the last layer, and a few "
-    "heads' outputs carry it: patching the best single head restores most of the logit difference."
+    "In a model that copies a last name after a repeated first name, the answer's information still sits at the "
+    "last-name position in the residual stream entering the last layer, and not yet at the final position: the "
+    "last layer's attention moves it, and patching the best single head restores most of the logit difference."
 )
 ENV_MODEL = "CIRCUITLAB_NAME_COPY_MODEL"
 # Thresholds, fixed before any run.
 MIN_ACCURACY = 0.9  # the model does the task: the answer is its top prediction on the clean prompts
-MIN_FINAL_POS_RESTORE = 0.9  # last-layer residual at the final position
-MAX_NAME_POS_RESTORE = 0.1  # last-layer residual at the last-name position (the information has moved)
+# The residual stream entering the last layer (resid_pre of the last block). Patching the last resid_post is
+# no test: at the final position it restores 1 and elsewhere 0 by construction.
+MIN_NAME_POS_RESTORE = 0.9  # at the last-name position: the information is still there
+MAX_FINAL_POS_RESTORE = 0.1  # at the final position: it has not arrived yet
 MIN_TOP_HEAD_RESTORE = 0.5  # the best single head's output (all positions)
 
 # The `name_copy` preset (batch 512, lr 1e-2, cosine). Its budget comes from a pilot run (seed 0): 800 steps
@@ -132,21 +134,22 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     name_pos = p["name_pos"]
     order = heads.flatten().argsort(descending=True)
     top = [(int(i) // model.cfg.n_heads, int(i) % model.cfg.n_heads, float(heads.flatten()[i])) for i in order[:4]]
+    name_restore = float(resid[-2, name_pos]) if name_pos is not None else float("nan")  # row -2: resid_pre of last
     checks = [
         Check("clean_accuracy", accuracy, ">=", MIN_ACCURACY, "top-1 accuracy on the clean prompts"),
         Check(
-            "last_layer_final_pos_restore",
-            float(resid[-1, -1]),
+            "last_layer_input_name_pos_restore",
+            name_restore,
             ">=",
-            MIN_FINAL_POS_RESTORE,
-            "normalised logit difference restored by the last resid_post at the final position",
+            MIN_NAME_POS_RESTORE,
+            "normalised logit difference restored by the residual entering the last layer, at the last name",
         ),
         Check(
-            "last_layer_name_pos_restore",
-            float(resid[-1, name_pos]) if name_pos is not None else float("nan"),
+            "last_layer_input_final_pos_restore",
+            float(resid[-2, -1]),
             "<=",
-            MAX_NAME_POS_RESTORE,
-            "the same at the last-name position",
+            MAX_FINAL_POS_RESTORE,
+            "the same at the final position",
         ),
         Check(
             "top_head_restore",
