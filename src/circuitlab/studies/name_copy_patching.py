@@ -64,9 +64,11 @@ def _toy(out_dir: Path, seed: int, quick: bool) -> tuple[HookedTransformer, dict
     assert one.vocab.itos == task.vocab.itos
     batch = one.generate(N_PROMPTS * 4 * len(task.templates), PROMPT_SEED)
     rows = (batch.metadata["template"] == 0).nonzero()[:N_PROMPTS, 0]
+    n = int(batch.metadata["end_pos"][rows[0]]) + 1  # drop the right padding: the prompt ends with the asked name
     batch = Batch(
-        batch.tokens[rows], batch.targets[rows], batch.loss_mask[rows], {k: v[rows] for k, v in batch.metadata.items()}
-    )
+        batch.tokens[rows, :n], batch.targets[rows, :n], batch.loss_mask[rows, :n],
+        {k: v[rows, :n] if v.ndim == 2 else v[rows] for k, v in batch.metadata.items()},
+    )  # fmt: skip
     labels = [one.vocab.itos[t] for t in batch.tokens[0].tolist()]
     return result.model, {
         "source": "toy model trained on the name_copy task",
