@@ -198,3 +198,12 @@ def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> Non
     monkeypatch.setenv(study.ENV_MODEL, str(tmp_path / "missing"))
     with pytest.raises(Exception, match="missing"):
         run_study("name-copy-patching", tmp_path / "again", seeds=1, quick=True)
+
+
+@pytest.mark.slow
+def test_name_copy_patching_prompts_are_aligned_and_unpadded(tmp_path_factory) -> None:
+    verdict, _ = quick("name-copy-patching", tmp_path_factory)
+    m = verdict["measurements"]
+    words = m["example"].split()  # decode drops padding: one word per position only if there is none
+    assert all(len(row) == len(words) for row in m["resid_restore"])
+    assert words[-1] in m["example"].split()[:-1] and m["name_pos"] == words.index(words[-1]) + 1
