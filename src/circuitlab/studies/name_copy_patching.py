@@ -44,10 +44,9 @@ MIN_NAME_POS_RESTORE = 0.9  # at the last-name position: the information is stil
 MAX_FINAL_POS_RESTORE = 0.1  # at the final position: it has not arrived yet
 MIN_TOP_HEAD_RESTORE = 0.5  # the best single head's output (all positions)
 
-# The `name_copy` preset (batch 512, lr 1e-2, cosine). Its budget comes from a pilot run (seed 0): 800 steps
-# formed induction (loss 0.13 nats at the end, from a plateau at log 3 until ~step 650); a 1200-step cosine run
-# of the same seed stayed on the plateau (top-1 accuracy 0.31). Formation on this task is sensitive to the
-# schedule: read a FAIL of `clean_accuracy` as "no induction formed", not as a patching result.
+# The `name_copy` preset (batch 512, lr 1e-2, cosine, 800 steps): in a pilot run (seed 0) the loss sat at the
+# log 3 plateau (a bet on all three last names) until ~step 650, then induction formed (0.13 nats at step 800).
+# Read a FAIL of `clean_accuracy` as "no induction formed in this budget", not as a patching result.
 STEPS, QUICK_STEPS, QUICK_BATCH = 800, 60, 64  # quick: a smoke test only
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
