@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CORPUS := data/corpus/shakespeare/.verified
 
-.PHONY: demo test test-fast lint bench install corpus
+.PHONY: demo test test-fast lint bench install corpus studies
 
 demo: $(STAMP) $(CORPUS)
 	$(PY) -m circuitlab.demo
@@ -32,6 +32,15 @@ corpus: $(CORPUS)
 
 $(CORPUS): $(STAMP)
 	$(PY) -m circuitlab.text fetch
+
+# The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
+# report.html. A study whose claim FAILs does not stop the others; a crash does.
+STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
+	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits
+studies: $(STAMP) $(CORPUS)
+	@for s in $(STUDIES); do \
+		$(VENV)/bin/circuitlab study $$s --out runs/studies/$$s; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	done
 
 # CPU torch first (a wheel already on this machine's disk), then the package with its extras.
 $(STAMP): pyproject.toml

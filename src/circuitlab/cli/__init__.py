@@ -14,6 +14,7 @@ from . import info as info_cmd
 from . import patch as patch_cmd
 from . import report as report_cmd
 from . import serve as serve_cmd
+from . import study as study_cmd
 from . import train as train_cmd
 
 COMMANDS = {
@@ -23,6 +24,7 @@ COMMANDS = {
     "patch": patch_cmd,
     "info": info_cmd,
     "serve": serve_cmd,
+    "study": study_cmd,
 }
 
 

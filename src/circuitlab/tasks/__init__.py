@@ -12,12 +12,13 @@ from .base import Batch, Task, masked_loss, per_position_loss
 from .ioi import IOI, WordVocab
 from .modular_addition import ModularAddition
 from .most_frequent import MostFrequent
+from .name_copy import NameCopy
 from .parentheses import BalancedParentheses
 from .periodic import Periodic
 from .repeated_tokens import RepeatedTokens
 
 TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses)
+    t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses, NameCopy)
 }
 from ..text.task import TextTask  # noqa: E402  (real English: windows of the tokenised corpus)
 
@@ -39,6 +40,7 @@ __all__ = [
     "Batch",
     "ModularAddition",
     "MostFrequent",
+    "NameCopy",
     "Periodic",
     "RepeatedTokens",
     "Task",

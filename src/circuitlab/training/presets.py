@@ -55,6 +55,14 @@ PRESETS: dict[str, Preset] = {
         training=dict(steps=1000, lr=3e-3, eval_every=100),
         description="indirect-object identification on a word-level vocabulary",
     ),
+    "name_copy": Preset(
+        task="name_copy",
+        model=dict(n_layers=2, n_heads=4, d_model=64, attn_only=True, normalization_type=None),
+        training=dict(
+            steps=800, lr=1e-2, warmup_steps=20, schedule="cosine", min_lr_fraction=0.1, batch_size=512, eval_every=100
+        ),
+        description="copy the last name after a repeated first name (induction on templated text)",
+    ),
     "modular_addition": Preset(
         task="modular_addition",
         model=dict(n_layers=1, n_heads=4, d_model=128, act_fn="relu", normalization_type=None),
