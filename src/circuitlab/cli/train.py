@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TASKS
+from ..tasks import TASKS, GameTask
 from ..training import PRESETS, from_preset
 
 
@@ -120,8 +120,16 @@ def run(args: argparse.Namespace) -> int:
         f"training {model_cfg.n_layers}-layer model ({sum(p.numel() for p in model.parameters()):,} parameters) "
         f"on {task.name} for {train_cfg.steps} steps -> {out}"
     )
-    result = train(model, task, train_cfg, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    metrics = None
+    if isinstance(task, GameTask):  # games log the top-1 legal move rate on held-out games
+        from ..games import register_legal_move_rate
+
+        metrics = register_legal_move_rate(task)
+    result = train(
+        model, task, train_cfg, out_dir=out, resume=args.resume, metrics=metrics, progress=not args.no_progress
+    )
     final = result.final
     loss = final.get("eval_loss", float("nan"))
-    print(f"step {result.step}: eval loss {loss:.4f} in {result.seconds:.1f} s; run in {out}")
+    legal = f", legal top-1 moves {final['legal_move_rate']:.2%}" if "legal_move_rate" in final else ""
+    print(f"step {result.step}: eval loss {loss:.4f}{legal} in {result.seconds:.1f} s; run in {out}")
     return 130 if result.interrupted else 0

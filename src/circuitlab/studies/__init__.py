@@ -3,3 +3,4 @@
 from .base import STUDIES, Check, Study, StudyResult, Verdict, get_study, register, run_study
 
 __all__ = ["STUDIES", "Check", "Study", "StudyResult", "Verdict", "get_study", "register", "run_study"]
+from . import board_state  # noqa: F401  (registers the board-state study)

@@ -9,6 +9,7 @@ import difflib
 from typing import Any
 
 from .base import Batch, Task, masked_loss, per_position_loss
+from .board_games import GameTask, OthelloTask, TicTacToeTask
 from .ioi import IOI, WordVocab
 from .modular_addition import ModularAddition
 from .most_frequent import MostFrequent
@@ -19,6 +20,7 @@ from .repeated_tokens import RepeatedTokens
 TASKS: dict[str, type[Task]] = {
     t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses)
 }
+TASKS.update({t.name: t for t in (TicTacToeTask, OthelloTask)})
 
 
 def make_task(name: str, **params: Any) -> Task:
@@ -34,11 +36,14 @@ __all__ = [
     "TASKS",
     "BalancedParentheses",
     "Batch",
+    "GameTask",
     "ModularAddition",
     "MostFrequent",
+    "OthelloTask",
     "Periodic",
     "RepeatedTokens",
     "Task",
+    "TicTacToeTask",
     "WordVocab",
     "make_task",
     "masked_loss",

@@ -67,6 +67,19 @@ PRESETS: dict[str, Preset] = {
         training=dict(steps=2000, lr=1e-3, eval_every=100),
         description="classify bracket strings as balanced (bidirectional attention)",
     ),
+    "tictactoe": Preset(
+        task="tictactoe",
+        model=dict(n_layers=2, n_heads=4, d_model=64),
+        training=dict(steps=600, lr=3e-3, warmup_steps=50, schedule="cosine", batch_size=64, eval_every=100),
+        description="next-move prediction on random legal tic-tac-toe games (legal top-1 moves >= 99%)",
+    ),
+    "othello6": Preset(
+        task="othello",
+        task_params=dict(size=6),
+        model=dict(n_layers=4, n_heads=4, d_model=64),
+        training=dict(steps=3000, lr=3e-3, warmup_steps=100, schedule="cosine", batch_size=64, eval_every=250),
+        description="next-move prediction on random legal 6x6 Othello games (legal top-1 moves >= 95%)",
+    ),
 }
 
 
