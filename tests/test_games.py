@@ -163,7 +163,7 @@ def test_othello_pass_and_end() -> None:
 
 def test_tictactoe_rules() -> None:
     game = TicTacToe()
-    x, o = torch.tensor([1], dtype=torch.int8), torch.tensor([2], dtype=torch.int8)
+    o = torch.tensor([2], dtype=torch.int8)
     board = torch.tensor([[1, 1, 1, 2, 2, 0, 0, 0, 0]], dtype=torch.int8)  # X has the top row
     assert game.winner(board).item() == 1 and game.legal_tokens(board, o)[0].nonzero().squeeze(1).tolist() == [END]
     board = torch.tensor([[2, 1, 1, 1, 2, 0, 1, 0, 2]], dtype=torch.int8)  # O has the diagonal

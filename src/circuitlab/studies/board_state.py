@@ -12,9 +12,11 @@ layer on held-out games with both labellings, repeats the probes on a random-ini
 causal test: at the layer where the mine/theirs probe reads best (the last layer excluded, where the
 residual stream is almost the logits), at one position per game where the model's top-1 move is a
 square s, add the vector that makes the probe read "theirs" at s. If the model uses that direction as
-its board, it stops playing s (an occupied square is illegal) and its new move is legal on the edited
-board. The control adds a random vector of the same norm. Projecting the square's probe directions
-out is reported too.
+its board, it stops playing s (an occupied square is illegal: its probability falls below half of
+what it was) and its new top-1 move is legal on the edited board. The control adds a random vector of
+the same norm (the top-1 alone is a poor signal: a trained model spreads its probability evenly over
+the legal moves, so any push reorders them). Projecting the square's probe directions out is reported
+too.
 """
 
 from __future__ import annotations
@@ -43,23 +45,25 @@ CLAIM = (
 LEGAL_BAR = {"tictactoe": 0.99, "othello6": 0.95}  # top-1 legal moves on held-out games (the issue's bars)
 PROBE_GAIN_OVER_RANDOM = 0.05  # best-layer mine/theirs test accuracy minus the random-init model's best
 MINE_OVER_COLOUR = 0.0  # Othello: mine/theirs best-layer accuracy minus black/white, must be above this
-STEER_GAIN_OVER_RANDOM = 0.3  # fraction of top-1 moves leaving the steered square, minus the random control
+STEER_GAIN_OVER_RANDOM = 0.5  # fraction of steered squares suppressed (below), minus the random control
+SUPPRESSED = 0.5  # a square counts as suppressed when its probability falls below this fraction of before
 STEER_COUNTERFACTUAL_LEGAL = 0.8  # fraction of new top-1 moves legal on the edited board
 
 THEIRS = 2  # relative_board class of the opponent of the player to move
 
 # Sizes: games for probing / intervening, and training steps in quick mode.
 FULL = dict(games=("tictactoe", "othello6"), probe_games=600, steer_games=500, steps={})
-QUICK = dict(games=("tictactoe",), probe_games=300, steer_games=200, steps={"tictactoe": 300})
+QUICK = dict(games=("tictactoe",), probe_games=300, steer_games=200, steps={"tictactoe": 400})
 
 
-def _train(preset: str, seed: int, steps: int | None) -> tuple[Any, HookedTransformer, float, float]:
+def _train(preset: str, seed: int, steps: int | None) -> tuple[Any, HookedTransformer, list, float]:
     training = {"seed": seed, **({"steps": steps} if steps else {})}
     task, model_cfg, train_cfg = from_preset(preset, model={"seed": seed}, training=training)
     result = train(
         HookedTransformer(model_cfg), task, train_cfg, metrics=register_legal_move_rate(task), progress=False
     )
-    return task, result.model.eval(), float(result.final["legal_move_rate"]), result.seconds
+    curve = [(row["step"], row["legal_move_rate"]) for row in result.history]
+    return task, result.model.eval(), curve, result.seconds
 
 
 def _steer(model: HookedTransformer, task: Any, sweep: ProbeSweep, hook: str, n_games: int, seed: int) -> dict:
@@ -99,11 +103,19 @@ def _steer(model: HookedTransformer, task: Any, sweep: ProbeSweep, hook: str, n_
         return float((mask.gather(1, new.clamp(max=game.d_vocab - 1)[:, None]).squeeze(1) & inside).float().mean())
 
     new, new_rand, new_proj = steered.argmax(-1), control.argmax(-1), projected.argmax(-1)
+    before = logits[rows, pos].softmax(-1).gather(1, old[:, None]).squeeze(1)  # P(s) before any change
+
+    def suppressed(after: torch.Tensor) -> float:  # the model all but stopped playing s
+        return float((after.softmax(-1).gather(1, old[:, None]).squeeze(1) < SUPPRESSED * before).float().mean())
+
     return {
         "hook": hook,
         "n": len(rows),
         "steer_norm": float(push.norm(dim=-1).mean()),
         "resid_norm": float(acts.norm(dim=-1).mean()),
+        "suppressed_steer": suppressed(steered),
+        "suppressed_random": suppressed(control),
+        "suppressed_project": suppressed(projected),
         "left_square_steer": float((new != old).float().mean()),
         "left_square_random": float((new_rand != old).float().mean()),
         "left_square_project": float((new_proj != old).float().mean()),
@@ -116,7 +128,7 @@ def _steer(model: HookedTransformer, task: Any, sweep: ProbeSweep, hook: str, n_
 
 def _study_game(preset: str, seed: int, quick: bool) -> tuple[dict, dict]:
     sizes = QUICK if quick else FULL
-    task, model, legal, seconds = _train(preset, seed, sizes["steps"].get(preset))
+    task, model, curve, seconds = _train(preset, seed, sizes["steps"].get(preset))
     batch = dataclasses.replace(task, split="test").generate(sizes["probe_games"], 10_000 + seed)
     boards, mask = batch.metadata["boards"], batch.loss_mask
     labels = {"mine_theirs": relative_board(boards, batch.metadata["to_move"]), "colour": boards}
@@ -131,7 +143,8 @@ def _study_game(preset: str, seed: int, quick: bool) -> tuple[dict, dict]:
     hook = max(candidates, key=lambda n: float(mt.mean_test_acc[mt.hook_names.index(n)]))
     steer = _steer(model, task, mt, hook, sizes["steer_games"], 20_000 + seed)
     m = {
-        "legal_move_rate": legal,
+        "legal_move_rate": curve[-1][1],
+        "legal_move_rate_by_step": curve,
         "train_seconds": round(seconds, 1),
         "probe_best": {f"{w}.{k}": s.best[1] for (w, k), s in sweeps.items()},
         "probe_by_layer": {f"{w}.{k}": s.mean_test_acc.tolist() for (w, k), s in sweeps.items()},
@@ -159,9 +172,10 @@ def _checks(preset: str, runs: list[dict]) -> list[Check]:
               ">=", PROBE_GAIN_OVER_RANDOM,
               "best-layer empty/mine/theirs probe test accuracy, trained minus random-init model"),
         Check(f"{preset}.steer_gain_over_random",
-              avg(lambda r: r["steer"]["left_square_steer"] - r["steer"]["left_square_random"]), ">=",
+              avg(lambda r: r["steer"]["suppressed_steer"] - r["steer"]["suppressed_random"]), ">=",
               STEER_GAIN_OVER_RANDOM,
-              "top-1 moves that leave the square steered to 'theirs', minus a random push of the same norm"),
+              f"squares steered to 'theirs' whose probability falls below {SUPPRESSED:g}x, minus a random push "
+              "of the same norm"),
         Check(f"{preset}.steer_counterfactual_legal", avg(lambda r: r["steer"]["counterfactual_legal_steer"]), ">=",
               STEER_COUNTERFACTUAL_LEGAL, "new top-1 moves after steering that are legal on the edited board"),
     ]  # fmt: skip
