@@ -80,8 +80,9 @@ class GameTask(Task):
         return Games.cat(parts).select(torch.arange(n))
 
     def generate(self, batch_size: int, seed: int | torch.Generator = 0) -> Batch:
-        per_chunk = int(_CHUNK_GAMES * self._keep_rate) // batch_size if isinstance(batch_size, int) else 0
-        if isinstance(seed, int) and batch_size > 0 and per_chunk > 1:  # consecutive seeds share one engine run
+        ok = isinstance(batch_size, int) and batch_size > 0 and isinstance(seed, int)
+        per_chunk = int(_CHUNK_GAMES * self._keep_rate) // batch_size if ok else 0
+        if per_chunk > 1:  # consecutive seeds share one engine run
             chunk = self._chunk(batch_size, seed // per_chunk, per_chunk)
             rows = slice((seed % per_chunk) * batch_size, (seed % per_chunk + 1) * batch_size)
             return Batch(*(t[rows] for t in chunk[:3]), {k: v[rows] for k, v in chunk[3].items()})
