@@ -8,8 +8,8 @@ scored. Metadata carries what the probes and the legality metric need: `boards` 
 Held-out games: a game belongs to the test split when a hash of its tokens falls in the `holdout`
 fraction, so `split="train"` (what the trainer sees) and `split="test"` (what `legal_move_rate` scores)
 never share a game. Games are generated in chunks of consecutive seeds (one engine run for many
-batches), which keeps `generate(batch, seed)` a function of (batch, seed) and is several times faster
-than one run per small batch.
+batches), which keeps `generate(batch, seed)` a function of (batch, seed) and shares the per-move overhead
+of the engine loop among many small batches.
 """
 
 from __future__ import annotations
