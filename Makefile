@@ -36,7 +36,8 @@ $(CORPUS): $(STAMP)
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
 # report.html. A study whose claim FAILs does not stop the others; a crash does.
 STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
-	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits
+	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
+	board-state
 studies: $(STAMP) $(CORPUS)
 	@for s in $(STUDIES); do \
 		$(VENV)/bin/circuitlab study $$s --out runs/studies/$$s; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \

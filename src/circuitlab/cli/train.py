@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TASKS
+from ..tasks import TASKS, GameTask
 from ..training import PRESETS, from_preset
 
 
@@ -126,11 +126,16 @@ def run(args: argparse.Namespace) -> int:
         f"on {task.name} for {train_cfg.steps} steps -> {out}"
     )
     text = task.name == "text"
+    metrics = None
     if text:  # real English: exportable as GPT-2, held-out loss and ICL score at every evaluation
         from ..text.lm import heldout_metrics, prepare_text_model
 
         prepare_text_model(model)
-    metrics = heldout_metrics(task) if text else None
+        metrics = heldout_metrics(task)
+    elif isinstance(task, GameTask):  # games log the top-1 legal move rate on held-out games
+        from ..games import register_legal_move_rate
+
+        metrics = register_legal_move_rate(task)
     result = train(
         model, task, train_cfg, out_dir=out, resume=args.resume, metrics=metrics, progress=not args.no_progress
     )
@@ -140,5 +145,6 @@ def run(args: argparse.Namespace) -> int:
         print(summary(finish_text_run(result.model, task, out)))
     final = result.final
     loss = final.get("eval_loss", float("nan"))
-    print(f"step {result.step}: eval loss {loss:.4f} in {result.seconds:.1f} s; run in {out}")
+    legal = f", legal top-1 moves {final['legal_move_rate']:.2%}" if "legal_move_rate" in final else ""
+    print(f"step {result.step}: eval loss {loss:.4f}{legal} in {result.seconds:.1f} s; run in {out}")
     return 130 if result.interrupted else 0

@@ -7,6 +7,7 @@ __all__ = ["STUDIES", "Check", "Study", "StudyResult", "Verdict", "get_study", "
 # Each study registers itself on import (one module per study).
 from . import (
     attention_scaling,  # noqa: F401
+    board_state,  # noqa: F401
     fine_tune_circuits,  # noqa: F401
     induction_circuit,  # noqa: F401
     induction_layers,  # noqa: F401

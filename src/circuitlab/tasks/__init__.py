@@ -9,6 +9,7 @@ import difflib
 from typing import Any
 
 from .base import Batch, Task, masked_loss, per_position_loss
+from .board_games import GameTask, OthelloTask, TicTacToeTask
 from .ioi import IOI, WordVocab
 from .modular_addition import ModularAddition
 from .most_frequent import MostFrequent
@@ -17,9 +18,18 @@ from .parentheses import BalancedParentheses
 from .periodic import Periodic
 from .repeated_tokens import RepeatedTokens
 
-TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (RepeatedTokens, Periodic, MostFrequent, IOI, ModularAddition, BalancedParentheses, NameCopy)
-}
+_TASK_CLASSES = (
+    RepeatedTokens,
+    Periodic,
+    MostFrequent,
+    IOI,
+    ModularAddition,
+    BalancedParentheses,
+    NameCopy,
+    TicTacToeTask,
+    OthelloTask,
+)
+TASKS: dict[str, type[Task]] = {t.name: t for t in _TASK_CLASSES}
 from ..text.task import TextTask  # noqa: E402  (real English: windows of the tokenised corpus)
 
 TASKS[TextTask.name] = TextTask
@@ -38,12 +48,15 @@ __all__ = [
     "TASKS",
     "BalancedParentheses",
     "Batch",
+    "GameTask",
     "ModularAddition",
     "MostFrequent",
     "NameCopy",
+    "OthelloTask",
     "Periodic",
     "RepeatedTokens",
     "Task",
+    "TicTacToeTask",
     "WordVocab",
     "make_task",
     "masked_loss",

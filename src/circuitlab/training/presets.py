@@ -94,6 +94,19 @@ PRESETS: dict[str, Preset] = {
         ),
         description="GPT-2-shaped 2-layer language model on Shakespeare (byte-level BPE 4096); 28 min on 1 busy core",
     ),
+    "tictactoe": Preset(
+        task="tictactoe",
+        model=dict(n_layers=2, n_heads=4, d_model=64),
+        training=dict(steps=600, lr=3e-3, warmup_steps=50, schedule="cosine", batch_size=64, eval_every=100),
+        description="next-move prediction on random legal tic-tac-toe games (legal top-1 moves >= 99%)",
+    ),
+    "othello6": Preset(
+        task="othello",
+        task_params=dict(size=6),
+        model=dict(n_layers=4, n_heads=4, d_model=64),
+        training=dict(steps=3000, lr=3e-3, warmup_steps=100, schedule="cosine", batch_size=64, eval_every=250),
+        description="next-move prediction on random legal 6x6 Othello games (legal top-1 moves >= 95%)",
+    ),
 }
 
 
