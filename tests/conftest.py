@@ -70,22 +70,15 @@ def trained_induction(tmp_path_factory):
 
     task, model_cfg, train_cfg = from_preset("induction", training=dict(steps=400))
     out = tmp_path_factory.mktemp("trained_induction") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads stall when the 2-core machine is busy
-    try:
-        model = HookedTransformer(model_cfg)
-        result = train(model, task, train_cfg, out_dir=out, metrics=register_head_scores(), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    model = HookedTransformer(model_cfg)  # on one thread, like every test (see _one_torch_thread)
+    result = train(model, task, train_cfg, out_dir=out, metrics=register_head_scores(), progress=False)
     return task, result
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_for_loading_tests(request):
-    """The loading tests run many tiny models: one thread is faster, and two stall on a busy 2-core machine."""
-    if not request.module.__name__.rsplit(".", 1)[-1].startswith("test_loading_"):
-        yield
-        return
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Every test runs small models: one thread is faster, and two stall when the 2-core machine is busy.
+    (Benchmarks, not tests, measure speed.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -9,15 +9,6 @@ from circuitlab.analysis import direct_logit_attribution, head_dla, layer_dla, l
 
 from .conftest import small_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ANSWER, DISTRACTOR = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
 END_POS = torch.tensor([10, 6, 8])
 

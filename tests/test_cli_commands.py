@@ -14,15 +14,6 @@ from circuitlab.analysis import logit_diff, patch_head_out_all_pos, patch_resid_
 from circuitlab.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and two stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()

@@ -25,15 +25,6 @@ from circuitlab.tasks.board_games import game_hash
 DIRS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread is faster, and two stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- plain-Python referees, written from the rules with no tensors ----
 def ref_othello_flips(board: list[list[int]], player: int, r: int, c: int) -> list[tuple[int, int]]:
     n, flips = len(board), []

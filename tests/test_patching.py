@@ -24,15 +24,6 @@ from .conftest import small_model
 N_BATCH, N_POS = 3, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids thread contention on a shared machine (100x slower otherwise)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def pair(seed: int = 0, d_vocab: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean tokens and a corruption that changes two positions."""
     gen = torch.Generator().manual_seed(seed)

@@ -18,15 +18,6 @@ from circuitlab.analysis.probes import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread is faster, and two stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def planted(n: int = 1500, d: int = 16, n_out: int = 4, seed: int = 0):
     """Activations whose label per output is the argmax of three planted linear read-outs (+ scale and offset)."""
     gen = torch.Generator().manual_seed(seed)

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from circuitlab.cli import main
 from circuitlab.report import ROLE_SCORES, build_report, checkpoint_score_rows
@@ -22,15 +21,6 @@ SECTIONS = (
     "Circuits",
     "Role trajectories over training",
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and two stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def external_refs(html: str) -> list[str]:

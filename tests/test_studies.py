@@ -29,14 +29,6 @@ ALL = [
 _DONE: dict[str, tuple[dict, Path]] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quick(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """Run a study once per session in quick mode with one seed; its verdict (as written) and folder."""
     if name not in _DONE:

@@ -23,14 +23,6 @@ def gpt2_shaped(**overrides) -> HookedTransformer:
     return prepare_text_model(model)  # GPT-2 has no unembedding bias
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path) -> None:
     model = gpt2_shaped()
     tok_dir = tmp_path / "tok"

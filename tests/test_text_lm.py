@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from circuitlab import HookedTransformer
 from circuitlab.studies import run_study
@@ -14,14 +13,6 @@ from circuitlab.text import TextTask, lm_loss
 from circuitlab.text.lm import QUICK_TASK, quick_text_run
 
 pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,6 @@ from circuitlab import HookedTransformer, HookedTransformerConfig, viz
 from circuitlab.analysis import composition_scores, full_ov_circuit, head_scores, logit_lens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and two stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> HookedTransformer:
     cfg = HookedTransformerConfig(n_layers=2, d_model=30, n_heads=3, n_ctx=16, d_vocab=24, attn_only=True, seed=0)

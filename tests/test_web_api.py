@@ -25,14 +25,6 @@ tf = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> HookedTransformer:
     return small_model()  # 2 layers x 4 heads, n_ctx 24, d_vocab 40, no tokenizer
