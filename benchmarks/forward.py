@@ -8,6 +8,7 @@ the import time of circuitlab on top of torch. Run: `.venv/bin/python benchmarks
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -57,7 +58,9 @@ def main() -> None:
     _, cache = model.run_with_cache(tokens)
     print(
         f"GPT-2-small shape, batch {args.batch} x {args.pos} tokens on {args.device}, "
-        f"{torch.get_num_threads()} threads; cache: {len(cache)} activations, {cache.memory_bytes() / 2**20:.0f} MiB"
+        f"{torch.get_num_threads()} threads, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}; "
+        f"cache: {len(cache)} activations, {cache.memory_bytes() / 2**20:.0f} MiB"
     )
     del cache
 

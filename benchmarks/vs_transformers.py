@@ -11,6 +11,7 @@ Run: `.venv/bin/python benchmarks/vs_transformers.py`.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -52,7 +53,9 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"GPT-2-small shape (random weights), batch {args.batch} x {args.pos} tokens, CPU, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, transformers {tf.__version__}, "
+        f"{torch.get_num_threads()} threads, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, "
+        f"torch {torch.__version__}, transformers {tf.__version__}, "
         f"{args.repeats} interleaved repeats ({time.perf_counter() - start:.0f} s); medians:"
     )
     for name, value in med.items():
