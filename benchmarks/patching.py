@@ -10,9 +10,10 @@ Run: `PYTHONPATH=src .venv/bin/python benchmarks/patching.py [--threads 1] [--na
 time (the difference is then over those cells only).
 
 Measured (2 shared CPU cores, --threads 1, commit of this note): resid_pre 109.1 s vs 261.9 s (2.40x),
-heads 79.8 s vs 158.2 s (1.98x), both 188.9 s vs 420.2 s (2.22x), max |difference| 0.00e+00. The 10x target
-is not met on CPU: both sides are compute-bound, and batching saves only the shared prefix (about half the
-blocks on average) and the unembedding of positions the metric does not read.
+heads 79.8 s vs 158.2 s (1.98x), both 188.9 s vs 420.2 s (2.22x), max |difference| 0.00e+00. Again on a
+quiet machine, 2 threads, --naive-fraction 0.3: resid_pre 2.20x, heads 3.29x, both 72.0 s vs 183.7 s (2.55x).
+The 10x target is not met on CPU: both sides are compute-bound, and batching saves only the shared prefix (about
+half the blocks on average) and the unembedding of positions the metric does not read.
 """
 
 from __future__ import annotations
