@@ -13,6 +13,8 @@ from circuitlab import HookedTransformer
 from circuitlab.analysis import logit_diff, patch_head_out_all_pos, patch_resid_pre
 from circuitlab.cli import main
 
+from .tiny_hf import save_tiny_gpt2
+
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
@@ -106,16 +108,10 @@ def test_errors_are_one_line_unless_debug(tmp_path: Path, capsys) -> None:
 
 
 def test_text_prompts_on_a_model_with_a_tokenizer(tmp_path: Path, capsys) -> None:
-    tf = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
     corpus = ["Her name was Alex Hart. Tomorrow at lunch time Alex Hart and Alex Carroll met."] * 10
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1, special_tokens=["<eos>"], show_progress=False)
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<eos>", eos_token="<eos>")
-    tok.save_pretrained(tmp_path / "hf")
-    torch.manual_seed(0)
-    cfg = tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tok))
-    tf.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
+    save_tiny_gpt2(tmp_path / "hf", corpus, vocab_size=400, min_frequency=1)
 
     code, out, _ = run_cli(capsys, "info", tmp_path / "hf")
     assert code == 0 and "tokenizer: yes" in out and "blocks.{i}.mlp.hook_post  (x2)" in out

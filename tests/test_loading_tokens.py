@@ -9,8 +9,10 @@ import torch
 
 from circuitlab import HookedTransformer
 
+from .tiny_hf import save_tiny_gpt2
+
 tf = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("tokenizers")
 
 CORPUS = [
     "When Mr Hart and Mrs Hart went to the shop, Mr Hart gave a drink to Mrs Hart.",
@@ -22,17 +24,7 @@ EOS = "<|endoftext|>"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tok")
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=2, special_tokens=[EOS], show_progress=False)
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS)
-    tok.save_pretrained(folder)
-    cfg = tf.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, n_positions=40, vocab_size=len(tok), bos_token_id=0, eos_token_id=0
-    )
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(cfg).save_pretrained(folder)
-    return folder
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tok"), CORPUS, special=EOS, n_positions=40)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from circuitlab.cli import main
 from circuitlab.studies import STUDIES, run_study
+
+from .tiny_hf import save_tiny_gpt2
 
 ALL = [
     "induction-needs-two-layers",
@@ -158,22 +159,14 @@ def test_periodic_sequences_quick(tmp_path_factory) -> None:
 def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> None:
     """The natural-text hook: a Hugging Face folder with a tokenizer (random GPT-2 weights, a BPE trained
     here on the prompts) runs the same patching on text prompts; only well-formedness is checked."""
-    tf = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
     from circuitlab.studies import name_copy_patching as study
     from circuitlab.tasks.name_copy import FIRST_NAMES, LAST_NAMES
 
     folder = tmp_path / "hf"
     corpus = [study.NATURAL_TEMPLATE.format(F=f, L=l) + "." for f in FIRST_NAMES for l in LAST_NAMES]
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>")
-    tok.save_pretrained(folder)
-    cfg = tf.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tok), bos_token_id=0, eos_token_id=0
-    )
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    save_tiny_gpt2(folder, corpus, special="<|endoftext|>", vocab_size=400)
 
     monkeypatch.setenv(study.ENV_MODEL, str(folder))
     out = tmp_path / "study"

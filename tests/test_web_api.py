@@ -20,9 +20,10 @@ from circuitlab.web import Lab, Limits, create_app, load_served
 from circuitlab.web.limits import Busy, ComputationTimeout, Worker, add_deadline_hooks
 
 from .conftest import small_model
+from .tiny_hf import save_tiny_gpt2
 
-tf = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +40,8 @@ def client(model: HookedTransformer):
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory) -> Path:
     """A tiny GPT-2 in Hugging Face layout with a byte-level BPE tokenizer trained here (offline)."""
-    folder = tmp_path_factory.mktemp("hf")
     corpus = ["Her name was Alex Hart. Tomorrow at lunch time Alex Hart ate.", "Alex Carroll and Alex Hart."] * 30
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=2, special_tokens=["<eos>"], show_progress=False)
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<eos>", eos_token="<eos>")
-    tok.save_pretrained(folder)
-    cfg = tf.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, n_positions=20, vocab_size=len(tok), bos_token_id=0, eos_token_id=0
-    )
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(cfg).save_pretrained(folder)
-    return folder
+    return save_tiny_gpt2(tmp_path_factory.mktemp("hf"), corpus, n_positions=20)
 
 
 def ids(tokens: list[int]) -> str:
