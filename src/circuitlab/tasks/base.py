@@ -51,6 +51,17 @@ def lm_targets(tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1)
 
 
+def pad_templates(
+    rows: list[list[int]], slot_rows: list[list[int]], pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokenised templates as one table: ids [template, pos] padded with `pad`, their slot codes padded
+    with 0 (no slot), and each template's length [template]."""
+    width = max(map(len, rows))
+    table = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    slots = torch.tensor([s + [0] * (width - len(s)) for s in slot_rows])
+    return table, slots, torch.tensor([len(r) for r in rows])
+
+
 def distinct_tokens(batch: int, length: int, low: int, high: int, gen: torch.Generator) -> torch.Tensor:
     """[batch, length] tokens from [low, high), all different within a row (a random permutation's prefix)."""
     if high - low < length:

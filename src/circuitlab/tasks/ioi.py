@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Batch, Task, distinct_tokens
+from .base import Batch, Task, distinct_tokens, pad_templates
 
 DEFAULT_NAMES = (
     "Mary", "John", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Kate", "Paul", "Anne", "Mark", "Lisa",
@@ -118,12 +118,9 @@ class IOI(Task):
                     slots += [0] * len(piece_ids)
             rows.append(ids)
             slot_rows.append(slots)
-        width = max(map(len, rows))
         pad = getattr(self.vocab, "pad_token_id", None)
         pad = pad if pad is not None else (getattr(self.vocab, "eos_token_id", None) or 0)
-        self.table = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        self.slots = torch.tensor([s + [0] * (width - len(s)) for s in slot_rows])
-        self.lengths = torch.tensor([len(r) for r in rows])
+        self.table, self.slots, self.lengths = pad_templates(rows, slot_rows, pad)
 
     @property
     def d_vocab(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Batch, Task, distinct_tokens
+from .base import Batch, Task, distinct_tokens, pad_templates
 from .ioi import WordVocab
 
 FIRST_NAMES = (
@@ -124,10 +124,7 @@ class NameCopy(Task):
                 ids, slots = [*ids, 0], [*slots, code]
             rows.append(ids)
             slot_rows.append(slots)
-        width = max(map(len, rows))
-        self.table = torch.tensor([r + [0] * (width - len(r)) for r in rows])  # [template, pos], 0 = pad
-        self.slots = torch.tensor([s + [0] * (width - len(s)) for s in slot_rows])
-        self.lengths = torch.tensor([len(r) for r in rows])
+        self.table, self.slots, self.lengths = pad_templates(rows, slot_rows, pad=0)  # [template, pos], 0 = pad
 
     @property
     def d_vocab(self) -> int:
