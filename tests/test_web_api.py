@@ -17,7 +17,7 @@ from circuitlab import HookedTransformer
 from circuitlab.analysis import head_census, logit_diff, patch_resid_pre
 from circuitlab.cli import main
 from circuitlab.web import Lab, Limits, create_app, load_served
-from circuitlab.web.limits import Busy, ComputationTimeout, Worker, add_deadline_hooks
+from circuitlab.web.limits import Busy, ComputationTimeout, Worker, deadline_checks
 
 from .conftest import small_model
 from .tiny_hf import save_tiny_gpt2
@@ -223,15 +223,15 @@ def test_computation_over_the_time_limit_gets_504_and_frees_the_worker(model: Ho
 
 
 def test_the_deadline_stops_a_running_model_at_its_next_module(model: HookedTransformer) -> None:
-    """A computation that would run forever is stopped by the model's own deadline hooks."""
-    add_deadline_hooks(model)
+    """A computation that would run forever is stopped by the deadline checks installed for it alone."""
     worker = Worker(Limits(time_limit_s=0.3))
     calls = []
 
     def forever() -> None:
-        while True:
-            model(torch.tensor([[0, 1, 2]]))
-            calls.append(1)
+        with deadline_checks(model):
+            while True:
+                model(torch.tensor([[0, 1, 2]]))
+                calls.append(1)
 
     start = time.perf_counter()
     with pytest.raises(ComputationTimeout):
@@ -242,7 +242,10 @@ def test_the_deadline_stops_a_running_model_at_its_next_module(model: HookedTran
             break
         time.sleep(0.01)
     assert worker.pending == 0
-    model(torch.tensor([[0, 1, 2]]))  # outside a worker there is no deadline
+    assert not any(m._forward_pre_hooks for m in model.modules())  # the checks went with the computation
+    with deadline_checks(model):  # outside a worker there is no deadline: nothing is installed
+        assert not any(m._forward_pre_hooks for m in model.modules())
+        model(torch.tensor([[0, 1, 2]]))
     worker.close()
 
 

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from .lab import MAX_TOP_K, InputError, Lab
-from .limits import BodySizeLimit, Busy, ComputationTimeout, Limits, Worker, add_deadline_hooks
+from .limits import BodySizeLimit, Busy, ComputationTimeout, Limits, Worker
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -72,7 +72,6 @@ def create_app(lab: Lab, limits: Limits | None = None, allowed_hosts: list[str] 
     `allowed_hosts`: Host headers accepted (others get 400), e.g. ["127.0.0.1", "localhost"] for a server on
     the loopback interface, so that a web page elsewhere cannot reach it through DNS rebinding."""
     limits = limits or Limits()
-    add_deadline_hooks(lab.model)
     worker = Worker(limits)
 
     @asynccontextmanager

@@ -3,6 +3,10 @@
 Prompts are text when the model has a tokenizer, and otherwise token ids separated by spaces (toy models
 trained on the tasks have no tokenizer). Every input problem raises `InputError` with a message saying
 what was wrong and what would be right; the app turns it into a 422 response.
+
+Every computation runs on a private copy of the model (`ReplicaPool`), so concurrent requests never see
+each other's hooks, attention path or tokenizer state; the served model itself is only read (config,
+whether it has a tokenizer).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from ..analysis import head_census, logit_diff, patch_activation, patch_resid_pre
 from ..model import HookedTransformer
 from ..tasks import Task
+from .replicas import ReplicaPool
 
 MAX_TOP_K = 50
 
@@ -31,7 +36,8 @@ def _round(x: torch.Tensor, digits: int = 5) -> list:
 class Lab:
     """A model served by the web lab, with the census cached after its first computation.
 
-    `census_batch`: sequences per census probe (fewer is faster on large models)."""
+    `census_batch`: sequences per census probe (fewer is faster on large models). The methods are safe to
+    call from several threads at once: each computes on its own copy of the model (`borrow`)."""
 
     def __init__(
         self,
@@ -41,8 +47,10 @@ class Lab:
         task: Task | None = None,
         census_batch: int = 32,
     ):
-        self.model = model.eval()
+        self.model = model  # read (config, tokenizer or not), never computed on: see `borrow`
         self.name, self.kind, self.task, self.census_batch = name, kind, task, census_batch
+        self.replicas = ReplicaPool(model)
+        self.borrow = self.replicas.borrow
         self._census: dict[str, Any] | None = None
         self._census_lock = threading.Lock()
 
@@ -61,13 +69,14 @@ class Lab:
             f"at most n_ctx={cfg.n_ctx} of them"
         )
 
-    def tokenize(self, prompt: str, what: str = "prompt") -> torch.Tensor:
-        """Token ids [pos] of a prompt, checked against the vocabulary and n_ctx."""
-        cfg = self.model.cfg
+    def tokenize(self, model: HookedTransformer, prompt: str, what: str = "prompt") -> torch.Tensor:
+        """Token ids [pos] of a prompt (with `model`'s tokenizer: a borrowed copy), checked against the
+        vocabulary and n_ctx."""
+        cfg = model.cfg
         if not prompt.strip():
             raise InputError(f"the {what} is empty: {self.prompt_format}")
         if self.has_tokenizer:
-            tokens = self.model.to_tokens(prompt, truncate=False, move_to_device=False)[0]
+            tokens = model.to_tokens(prompt, truncate=False, move_to_device=False)[0]
         else:
             words = [w for w in re.split(r"[\s,]+", prompt.strip()) if w]
             bad = [w for w in words if not re.fullmatch(r"\d+", w)]
@@ -87,26 +96,26 @@ class Lab:
             )
         return tokens
 
-    def token_id(self, text: str, what: str) -> int:
+    def token_id(self, model: HookedTransformer, text: str, what: str) -> int:
         """One token: a string that is exactly one token (tokenizer), or an id."""
         if self.has_tokenizer:
             if not text:
                 raise InputError(f"the {what} is empty: give one token, e.g. ' Hart' (with its leading space)")
             try:
-                return self.model.to_single_token(text)
+                return model.to_single_token(text)
             except ValueError as err:
                 raise InputError(f"{what}: {err}") from err
-        ids = self.tokenize(text, what)
+        ids = self.tokenize(model, text, what)
         if len(ids) != 1:
             raise InputError(f"the {what} must be one token id, got {len(ids)}: {text!r}")
         return int(ids[0])
 
-    def str_tokens(self, ids: torch.Tensor) -> list[str]:
+    def str_tokens(self, model: HookedTransformer, ids: torch.Tensor) -> list[str]:
         """The text of each id (the id itself for models without a tokenizer)."""
         flat = ids.reshape(-1).tolist()
         if not self.has_tokenizer:
             return [str(i) for i in flat]
-        unique = {i: self.model.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in set(flat)}
+        unique = {i: model.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in set(flat)}
         return [unique[i] for i in flat]
 
     # ---- endpoints -----------------------------------------------------------------------------------
@@ -155,22 +164,22 @@ class Lab:
             "distractor": str(other),
         }
 
-    @torch.no_grad()
     def predictions(self, prompt: str, top_k: int = 5) -> dict[str, Any]:
         """Per position: the top-k next-token predictions, and the rank and probability of the token that
         actually comes next (rank 1 = the top prediction)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InputError(f"top_k={top_k} is invalid: expected 1 to {MAX_TOP_K}")
-        tokens = self.tokenize(prompt)
-        logits = self.model(tokens[None].to(self.model.device))[0].float().cpu()  # [pos, vocab]
-        log_probs = logits.log_softmax(-1)
-        top = log_probs.topk(min(top_k, logits.shape[-1]), dim=-1)  # [pos, k]
-        nxt = tokens[1:]  # [pos - 1]: the token each position should predict
-        nxt_logit = logits[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
-        rank = (logits[:-1] > nxt_logit).sum(-1) + 1  # [pos - 1]
-        nxt_logp = log_probs[:-1].gather(-1, nxt[:, None])[:, 0]
-        top_text = self.str_tokens(top.indices)
-        text = self.str_tokens(tokens)
+        with self.borrow() as model, torch.no_grad():
+            tokens = self.tokenize(model, prompt)
+            logits = model(tokens[None].to(model.device))[0].float().cpu()  # [pos, vocab]
+            log_probs = logits.log_softmax(-1)
+            top = log_probs.topk(min(top_k, logits.shape[-1]), dim=-1)  # [pos, k]
+            nxt = tokens[1:]  # [pos - 1]: the token each position should predict
+            nxt_logit = logits[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
+            rank = (logits[:-1] > nxt_logit).sum(-1) + 1  # [pos - 1]
+            nxt_logp = log_probs[:-1].gather(-1, nxt[:, None])[:, 0]
+            top_text = self.str_tokens(model, top.indices)
+            text = self.str_tokens(model, tokens)
         k = top.indices.shape[1]
         probs = _round(top.values.exp())
         positions = []
@@ -196,7 +205,6 @@ class Lab:
         loss = float(-nxt_logp.mean()) if len(nxt) else None
         return {"tokens": text, "positions": positions, "loss": loss}
 
-    @torch.no_grad()
     def attention(self, prompt: str, layer: int, head: int) -> dict[str, Any]:
         """The attention pattern [query, key] of one head on the prompt."""
         cfg = self.model.cfg
@@ -204,21 +212,24 @@ class Lab:
             raise InputError(f"layer={layer} is out of range: this model has layers 0 to {cfg.n_layers - 1}")
         if not 0 <= head < cfg.n_heads:
             raise InputError(f"head={head} is out of range: this model has heads 0 to {cfg.n_heads - 1}")
-        tokens = self.tokenize(prompt)
         name = f"blocks.{layer}.attn.hook_pattern"
-        _, cache = self.model.run_with_cache(tokens[None].to(self.model.device), names_filter=[name])
-        pattern = cache[name][0, head].float().cpu()  # [query, key]
-        return {"tokens": self.str_tokens(tokens), "layer": layer, "head": head, "pattern": _round(pattern, 4)}
+        with self.borrow() as model, torch.no_grad():
+            tokens = self.tokenize(model, prompt)
+            _, cache = model.run_with_cache(tokens[None].to(model.device), names_filter=[name])
+            pattern = cache[name][0, head].float().cpu()  # [query, key]
+            text = self.str_tokens(model, tokens)
+        return {"tokens": text, "layer": layer, "head": head, "pattern": _round(pattern, 4)}
 
     def census(self) -> dict[str, Any]:
         """`head_census` of the model (on its training task when known), computed once."""
         with self._census_lock:
             if self._census is None:
-                bos = 0
-                if self.has_tokenizer:
-                    tok = self.model.tokenizer
-                    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-                census = head_census(self.model, task=self.task, batch=self.census_batch, bos=bos)
+                with self.borrow() as model:
+                    bos = 0
+                    if self.has_tokenizer:
+                        tok = model.tokenizer
+                        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+                    census = head_census(model, task=self.task, batch=self.census_batch, bos=bos)
                 self._census = {
                     "clean_loss": census.clean_loss,
                     "heads": [
@@ -237,7 +248,6 @@ class Lab:
                 }
             return self._census
 
-    @torch.no_grad()
     def patching(
         self, clean: str, corrupted: str, answer: str, distractor: str, direction: str = "denoise"
     ) -> dict[str, Any]:
@@ -248,29 +258,39 @@ class Lab:
         run's logit difference and 1 at the clean run's (null when the two are equal)."""
         if direction not in ("denoise", "noise"):
             raise InputError(f"direction={direction!r} is invalid: expected 'denoise' or 'noise'")
-        clean_ids, corrupted_ids = self.tokenize(clean, "clean prompt"), self.tokenize(corrupted, "corrupted prompt")
-        if len(clean_ids) != len(corrupted_ids):
-            raise InputError(
-                f"the clean prompt is {len(clean_ids)} tokens and the corrupted one {len(corrupted_ids)}: they must "
-                f"be the same length so positions line up (clean: {self.str_tokens(clean_ids)}, corrupted: "
-                f"{self.str_tokens(corrupted_ids)})"
-            )
-        answer_id, distractor_id = self.token_id(answer, "answer"), self.token_id(distractor, "distractor")
-        device = self.model.device
-        clean_t, corrupted_t = clean_ids[None].to(device), corrupted_ids[None].to(device)
-        metric = logit_diff(answer_id, distractor_id)
-        clean_ld, corrupted_ld = float(metric(self.model(clean_t))), float(metric(self.model(corrupted_t)))
-        kwargs = dict(direction=direction, progress=False)
-        pre = patch_resid_pre(self.model, clean_t, corrupted_t, metric, **kwargs)  # [layer, pos]
-        last = self.model.cfg.n_layers - 1
-        post = patch_activation(self.model, clean_t, corrupted_t, metric, "resid_post", layers=[last], **kwargs)
+        with self.borrow() as model, torch.no_grad():
+            clean_ids = self.tokenize(model, clean, "clean prompt")
+            corrupted_ids = self.tokenize(model, corrupted, "corrupted prompt")
+            if len(clean_ids) != len(corrupted_ids):
+                raise InputError(
+                    f"the clean prompt is {len(clean_ids)} tokens and the corrupted one {len(corrupted_ids)}: they "
+                    f"must be the same length so positions line up (clean: {self.str_tokens(model, clean_ids)}, "
+                    f"corrupted: {self.str_tokens(model, corrupted_ids)})"
+                )
+            answer_id = self.token_id(model, answer, "answer")
+            distractor_id = self.token_id(model, distractor, "distractor")
+            if answer_id == distractor_id:
+                raise InputError(
+                    f"the answer and the distractor are the same token ({answer!r}): the metric "
+                    "logit[answer] - logit[distractor] would be identically 0; give the corrupted prompt's answer "
+                    "as the distractor"
+                )
+            device = model.device
+            clean_t, corrupted_t = clean_ids[None].to(device), corrupted_ids[None].to(device)
+            metric = logit_diff(answer_id, distractor_id)
+            clean_ld, corrupted_ld = float(metric(model(clean_t))), float(metric(model(corrupted_t)))
+            kwargs = dict(direction=direction, progress=False)
+            pre = patch_resid_pre(model, clean_t, corrupted_t, metric, **kwargs)  # [layer, pos]
+            last = model.cfg.n_layers - 1
+            post = patch_activation(model, clean_t, corrupted_t, metric, "resid_post", layers=[last], **kwargs)
+            clean_text, corrupted_text = self.str_tokens(model, clean_ids), self.str_tokens(model, corrupted_ids)
         values = torch.cat([pre, post]).float().cpu()  # [layer + 1, pos]
         spread = clean_ld - corrupted_ld
         normalized = None if abs(spread) < 1e-6 else _round((values - corrupted_ld) / spread, 4)
         return {
             "rows": [f"resid_pre {l}" for l in range(last + 1)] + [f"resid_post {last}"],
-            "clean_tokens": self.str_tokens(clean_ids),
-            "corrupted_tokens": self.str_tokens(corrupted_ids),
+            "clean_tokens": clean_text,
+            "corrupted_tokens": corrupted_text,
             "answer_id": answer_id,
             "distractor_id": distractor_id,
             "clean_logit_diff": round(clean_ld, 5),

@@ -1,17 +1,19 @@
 """Bounds on what one request may cost: body size, computation time, and how many computations may queue.
 
-Time: every computation runs in a worker thread under a deadline. The served model carries a forward
-pre-hook on each of its modules that raises `ComputationTimeout` once the running thread's deadline has
-passed, so an over-long computation stops at the next layer and frees its worker; the request itself
-waits at most the time limit (plus a short grace) whatever happens in the worker.
+Time: every computation runs in a worker thread under a deadline. While it runs, the model copy it computes
+on carries a forward pre-hook on each of its modules (`deadline_checks`, installed for that computation and
+removed after it) that raises `ComputationTimeout` once the thread's deadline has passed, so an over-long
+computation stops at the next layer and frees its worker; the request itself waits at most the time limit
+(plus a short grace) whatever happens in the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -57,15 +59,30 @@ def check_deadline() -> None:
         raise ComputationTimeout("deadline passed")
 
 
-def add_deadline_hooks(model: torch.nn.Module) -> None:
-    """Make every module of `model` check the running thread's deadline before it runs (idempotent).
+def has_deadline() -> bool:
+    """Whether the current thread runs under a deadline (inside a `Worker`)."""
+    return getattr(_local, "deadline", None) is not None
 
-    Threads without a deadline (training, notebooks) pay one attribute look-up per module call."""
-    if getattr(model, "_circuitlab_deadline_hooks", False):
+
+@contextlib.contextmanager
+def deadline_checks(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, every module of `model` checks the running thread's deadline before it runs.
+
+    The hooks are removed when the block ends, so `model` keeps nothing; in a thread without a deadline
+    nothing is installed."""
+    if not has_deadline():
+        yield
         return
-    for module in model.modules():
-        module.register_forward_pre_hook(lambda _module, _args: check_deadline())
-    model._circuitlab_deadline_hooks = True
+    handles = [module.register_forward_pre_hook(_check_before_module) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _check_before_module(_module: torch.nn.Module, _args: Any) -> None:
+    check_deadline()
 
 
 class Worker:
