@@ -373,3 +373,10 @@ def test_serve_without_argument_trains_the_induction_preset(monkeypatch, capsys)
     lab = calls[0].state.lab
     assert lab.kind == "preset" and lab.task.name == "repeated_tokens" and lab.name.startswith("induction preset")
     assert "training the induction preset in memory" in capsys.readouterr().out
+
+
+def test_an_app_serves_again_after_its_lifespan_ended(model: HookedTransformer) -> None:
+    app = create_app(Lab(model))
+    for _ in range(2):  # the worker threads stop with the lifespan and start again with the next one
+        with TestClient(app) as c:
+            assert c.post("/api/predictions", json={"prompt": "0 1 2"}).status_code == 200

@@ -90,7 +90,7 @@ class Worker:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="circuitlab-web")
+        self._pool: ThreadPoolExecutor | None = None  # started on first use, again after `close`
         self._lock = threading.Lock()
         self.pending = 0  # submitted and not finished (running or queued)
 
@@ -116,7 +116,11 @@ class Worker:
         limit = self.limits.time_limit_s
         deadline = time.monotonic() + limit
         try:
-            future = self._pool.submit(self._run, fn, deadline)
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="circuitlab-web")
+                pool = self._pool
+            future = pool.submit(self._run, fn, deadline)
         except BaseException:
             with self._lock:
                 self.pending -= 1
@@ -129,7 +133,12 @@ class Worker:
             raise ComputationTimeout(f"no result within {limit:g} s") from err
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads (queued computations are cancelled); a later `run` starts new ones, so an app
+        can be served again after its lifespan ended."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class BodySizeLimit:
