@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -380,3 +381,63 @@ def test_an_app_serves_again_after_its_lifespan_ended(model: HookedTransformer) 
     for _ in range(2):  # the worker threads stop with the lifespan and start again with the next one
         with TestClient(app) as c:
             assert c.post("/api/predictions", json={"prompt": "0 1 2"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "own", "others"),
+    [
+        ("::1", ["[::1]:8123", "localhost:8123"], ["127.0.0.1:8123", "attacker.example:8123", "[::2]:8123"]),
+        ("127.0.0.2", ["127.0.0.2:8123", "localhost"], ["127.0.0.1:8123", "attacker.example:8123"]),
+        ("127.0.0.1", ["127.0.0.1:8123", "localhost:8123"], ["127.0.0.2:8123", "attacker.example"]),
+        ("localhost", ["localhost:8123", "127.0.0.1:8123", "[::1]:8123"], ["attacker.example:8123"]),
+    ],
+)
+def test_every_loopback_bind_accepts_only_its_own_names(
+    tmp_path: Path, model: HookedTransformer, monkeypatch, capsys, host: str, own: list[str], others: list[str]
+) -> None:
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    model.save(tmp_path / "m")
+    assert main(["serve", str(tmp_path / "m"), "--host", host, "--port", "8123"]) == 0
+    app, kwargs = calls[-1]
+    assert kwargs["host"] == host
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert ("http://[::1]:8123/" if host == "::1" else f"http://{host}:8123/") in captured.out
+    with TestClient(app) as c:  # DNS rebinding: a page elsewhere resolving its own name to us gets 400
+        for name in own:
+            assert c.get("/api/info", headers={"host": name}).status_code == 200, name
+        for name in others:
+            assert c.get("/api/info", headers={"host": name}).status_code == 400, name
+
+
+def test_a_non_loopback_bind_warns_that_the_lab_is_exposed(tmp_path: Path, model: HookedTransformer,
+                                                           monkeypatch, capsys) -> None:  # fmt: skip
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    model.save(tmp_path / "m")
+    for host in ("0.0.0.0", "::", "192.168.1.20"):
+        assert main(["serve", str(tmp_path / "m"), "--host", host, "--workers", "3"]) == 0
+        err = capsys.readouterr().err
+        assert f"warning: --host {host} is not a loopback address" in err
+        assert "exposed" in err and "no authentication" in err
+    assert calls[-1][0].state.limits.workers == 3
+
+
+def test_serve_without_the_web_extra_says_which_extra_to_install(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` raises ImportError
+    assert main(["serve", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "circuitlab serve needs the web extra (uvicorn is not installed): pip install 'circuitlab[web]'" in err
+
+
+def test_patching_with_answer_equal_to_distractor_is_refused(client: TestClient) -> None:
+    body = {"clean": "0 1 2 3", "corrupted": "0 1 4 3", "answer": "5", "distractor": "5"}
+    response = client.post("/api/patching", json=body)
+    assert response.status_code == 422
+    assert "the answer and the distractor are the same token" in response.json()["detail"]
+    assert "identically 0" in response.json()["detail"]
