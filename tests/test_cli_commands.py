@@ -86,6 +86,8 @@ def test_patch_with_token_ids_matches_the_analysis(trained_induction, tmp_path: 
         (["hello", "0 5", "9", "12"], "error: --clean 'hello' is not a list of token ids"),
         (["0 5", "0 99", "9", "12"], "error: --corrupted has token ids [99] outside the vocabulary [0, 64)"),
         (["0 5", "0 6", "9", "9"], "error: --answer and --distractor are the same token"),
+        (["0 5", "0 6", "9 10", "12"], "error: --answer '9 10' is 2 tokens: the metric compares the logits of one"),
+        (["0 5", "0 6", "9", "12, 13, 14"], "error: --distractor '12, 13, 14' is 3 tokens"),
     ],
 )
 def test_patch_refuses_bad_prompts_in_one_line(trained_induction, tmp_path, capsys, argv, message) -> None:
@@ -95,6 +97,15 @@ def test_patch_refuses_bad_prompts_in_one_line(trained_induction, tmp_path, caps
                            "--answer", answer, "--distractor", distractor, "--out", tmp_path)  # fmt: skip
     assert code == 2 and err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "patch.html").exists()
+
+
+def test_census_refuses_an_output_folder_that_does_not_exist(trained_induction, tmp_path: Path, capsys) -> None:
+    _, result = trained_induction
+    code, out, err = run_cli(capsys, "census", result.run_dir, "--csv", tmp_path / "nowhere" / "c.csv")
+    assert code == 2 and "--csv" in err and "the folder" in err and "does not exist" in err
+    assert "written" not in out and not (tmp_path / "nowhere").exists()
+    code, out, err = run_cli(capsys, "census", result.run_dir, "--json", tmp_path)
+    assert code == 2 and "is a folder: give a file name" in err and out == ""
 
 
 def test_errors_are_one_line_unless_debug(tmp_path: Path, capsys) -> None:
@@ -131,6 +142,9 @@ def test_text_prompts_on_a_model_with_a_tokenizer(tmp_path: Path, capsys) -> Non
     code, _, err = run_cli(capsys, "patch", tmp_path / "hf", "--clean", clean, "--corrupted", corrupted + " Hart",
                            "--answer", " Hart", "--distractor", " Carroll", "--out", tmp_path / "p")  # fmt: skip
     assert code == 2 and "the clean prompt has" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "patch", tmp_path / "hf", "--clean", clean, "--corrupted", corrupted,
+                           "--answer", " Hart", "--distractor", " Carroll met", "--out", tmp_path / "q")  # fmt: skip
+    assert code == 2 and "not a single token" in err and not (tmp_path / "q").exists()
 
 
 @pytest.mark.parametrize("command", ["report", "census", "info", "patch"])

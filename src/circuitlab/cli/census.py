@@ -37,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch < 1:
         raise ValueError(f"--batch {args.batch} is invalid: expected a positive integer")
+    for flag, path in (("--csv", args.csv), ("--json", args.json)):
+        if path is None:  # checked before the census runs, not after
+            continue
+        if not path.parent.is_dir():
+            raise ValueError(f"{flag} {path}: the folder {path.parent} does not exist; create it or choose another")
+        if path.is_dir():
+            raise ValueError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'census'}.{flag[2:]}")
     model, run_ = load_model_or_run(args.path)
     task = run_.task() if run_ is not None else None
     if args.bos is None:

@@ -51,6 +51,16 @@ def _ids(text: str, what: str, d_vocab: int) -> list[int]:
     return ids
 
 
+def _one_id(text: str, what: str, d_vocab: int) -> int:
+    ids = _ids(text, what, d_vocab)
+    if len(ids) != 1:
+        raise ValueError(
+            f"{what} {text!r} is {len(ids)} tokens: the metric compares the logits of one token each, so give a "
+            "single token id"
+        )
+    return ids[0]
+
+
 def prompts(model: Any, args: argparse.Namespace) -> tuple[Any, Any, int, int, list[str]]:
     """(clean [1, pos], corrupted [1, pos], answer id, distractor id, clean token strings)."""
     import torch
@@ -68,8 +78,8 @@ def prompts(model: Any, args: argparse.Namespace) -> tuple[Any, Any, int, int, l
         d_vocab = model.cfg.d_vocab
         clean = torch.tensor([_ids(args.clean, "--clean", d_vocab)])
         corrupted = torch.tensor([_ids(args.corrupted, "--corrupted", d_vocab)])
-        answer = _ids(args.answer, "--answer", d_vocab)[0]
-        distractor = _ids(args.distractor, "--distractor", d_vocab)[0]
+        answer, distractor = (_one_id(text, what, d_vocab) for text, what in
+                              ((args.answer, "--answer"), (args.distractor, "--distractor")))  # fmt: skip
     if clean.shape != corrupted.shape:
         raise ValueError(
             f"the clean prompt has {clean.shape[1]} tokens {str_tokens(model, clean)} but the corrupted one has "

@@ -27,6 +27,8 @@ RETURN_TYPES = ("logits", "loss", "both", None)
 
 def lm_cross_entropy_loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool = False) -> torch.Tensor:
     """Next-token cross-entropy: logits[:, i] predicts tokens[:, i + 1]. Per token: [batch, pos - 1]."""
+    if tokens.shape[-1] < 2:
+        raise ValueError(f"the next-token loss needs sequences of at least 2 tokens, got {tokens.shape[-1]}")
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos - 1, vocab]
     loss = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [batch, pos - 1]
     return loss if per_token else loss.mean()
@@ -89,6 +91,8 @@ class HookedTransformer(HookedRootModule):
             tokens = tokens[None]
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, pos] (or [pos]), got shape {tuple(tokens.shape)}")
+        if 0 in tokens.shape:
+            raise ValueError(f"tokens are empty (shape {tuple(tokens.shape)}): give at least one sequence of one token")
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than n_ctx={self.cfg.n_ctx}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):

@@ -42,10 +42,10 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "expected a positive integer")
-        if not self.lr > 0:
-            raise bad("lr", "expected a positive learning rate")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "expected >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "expected a positive, finite learning rate")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise bad("weight_decay", "expected a finite number >= 0")
         if self.schedule not in ("constant", "cosine"):
             raise bad("schedule", "expected 'constant' or 'cosine'")
         if not 0 <= self.warmup_steps <= self.steps:
