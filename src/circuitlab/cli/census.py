@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+HELP = "name every head's roles with evidence"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "census",
-        help="name every head's roles with evidence",
+        help=HELP,
         description="Score every head (previous-token, duplicate, induction, copying, ...) against null "
         "baselines, name roles by fixed thresholds and mean-ablate each head. RUN_OR_MODEL: a run directory "
         "(its task is used for the ablation), a folder saved by model.save, or a Hugging Face folder.",

@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+HELP = "summarise a model: layers, heads, parameters, hook points"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "info",
-        help="summarise a model: layers, heads, parameters, hook points",
+        help=HELP,
         description="Print a model's shape, parameter counts and hook points. RUN_OR_MODEL: a run "
         "directory, a folder saved by model.save, or a Hugging Face folder.",
     )

@@ -9,11 +9,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+HELP = "activation patching: residual stream and head-output heatmaps"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "patch",
-        help="activation patching: residual stream and head-output heatmaps",
+        help=HELP,
         description="Run the clean and corrupted prompts, patch one activation at a time (the residual "
         "stream at each layer and position; each head's output) and record the logit difference "
         "logit[answer] - logit[distractor] at the last position. With a tokenizer, prompts and answers are "

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+HELP = "write a run's self-contained HTML report"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "report",
-        help="write a run's self-contained HTML report",
+        help=HELP,
         description="Write one self-contained HTML file (opens offline) for a run directory written by "
         "`circuitlab train`: config, training curves, head census with evidence, attention on a sample, "
         "circuits (composition, full OV, positional QK) and head-role trajectories over the checkpoints.",

@@ -11,10 +11,13 @@ from typing import Any
 LOOPBACK = "127.0.0.1"
 
 
+HELP = "serve the web lab for a model"  # the line in `circuitlab --help`
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the web lab for a model",
+        help=HELP,
         description="Serve the web lab: a page where you type a prompt and see the tokens with their top "
         "predictions, any head's attention pattern, the head census and a residual-stream patching heatmap. "
         "MODEL_OR_RUN: a run directory (from `circuitlab train`), a folder written by model.save, a Hugging "

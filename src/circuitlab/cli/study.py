@@ -7,11 +7,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+HELP = "run a study: train, measure, and write verdict.json and report.html"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "study",
-        help="run a study: train, measure, and write verdict.json and report.html",
+        help=HELP,
         description="Run a registered study: it trains what it needs, checks its claim against thresholds fixed "
         "in advance, and writes DIR/verdict.json and DIR/report.html. `circuitlab study --list` shows the claims.",
     )

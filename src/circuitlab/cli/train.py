@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TASKS, GameTask
-from ..training import PRESETS, from_preset
+# The task and training modules (and so torch) are imported when a command needs them, so that
+# `circuitlab --help` answers at once.
 
 
 def _preset_for(name: str) -> str:
+    from ..tasks import TASKS
+    from ..training import PRESETS
+
     if name in PRESETS:
         return name
     for preset_name, preset in PRESETS.items():
@@ -33,11 +37,17 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
+HELP = "train a model on a task"  # the line in `circuitlab --help`
+
+
 def add_parser(sub: Any) -> None:
+    from ..tasks import TASKS
+    from ..training import PRESETS
+
     names = sorted({*PRESETS, *TASKS})
     p = sub.add_parser(
         "train",
-        help="train a model on a task",
+        help=HELP,
         description="Train a model on a task (or a named preset) and write a run directory: config.json, "
         "metrics.jsonl, checkpoints/ and final/. Unset switches take the preset's values.",
         epilog="presets: " + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
@@ -74,15 +84,41 @@ def add_parser(sub: Any) -> None:
                    help="a task parameter, e.g. --task-param length=64 (repeatable)")  # fmt: skip
     p.add_argument("--out", type=Path, help="run directory (default runs/TASK)")
     p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before anything is printed or trained: a run already in `out` needs --resume or --overwrite (which
+    removes it, only if it is a circuitlab run directory)."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: continue the run in --out, or replace it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the run")
+    config = out / "config.json"
+    if resume or not config.exists():
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it, or choose "
+            "another --out"
+        )
+    try:
+        is_run = {"model", "task", "training"} <= set(json.loads(config.read_text()))
+    except (ValueError, OSError, TypeError):
+        is_run = False
+    if not is_run:
+        raise ValueError(f"--overwrite: {out} does not look like a circuitlab run directory; remove it yourself")
+    shutil.rmtree(out)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..model import HookedTransformer
-    from ..training import train
+    from ..tasks import GameTask
+    from ..training import PRESETS, from_preset, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         preset, task_params=dict(args.task_param), model=model_over, training=train_over
     )
     out = args.out or Path("runs") / args.task
+    _check_out(out, args.resume, args.overwrite)
     model = HookedTransformer(model_cfg)
     print(
         f"training {model_cfg.n_layers}-layer model ({sum(p.numel() for p in model.parameters()):,} parameters) "
