@@ -441,3 +441,15 @@ def test_patching_with_answer_equal_to_distractor_is_refused(client: TestClient)
     assert response.status_code == 422
     assert "the answer and the distractor are the same token" in response.json()["detail"]
     assert "identically 0" in response.json()["detail"]
+
+
+def test_an_unexpected_error_still_gets_a_json_answer(model: HookedTransformer, monkeypatch) -> None:
+    lab = Lab(model)
+    with TestClient(create_app(lab)) as c:
+        monkeypatch.setattr(lab, "predictions", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        response = c.post("/api/predictions", json={"prompt": "0 1"})
+        assert response.status_code == 500 and response.json()["detail"] == "internal error (RuntimeError): boom"
+        monkeypatch.setattr(lab, "predictions", lambda *a: (_ for _ in ()).throw(ValueError("tokens are empty")))
+        response = c.post("/api/predictions", json={"prompt": "0 1"})
+        assert response.status_code == 422 and response.json()["detail"] == "tokens are empty"
+        assert c.post("/api/attention", json={"prompt": "0 1"}).status_code == 200  # the server carries on

@@ -14,23 +14,34 @@ from circuitlab.web import Lab, Limits, create_app
 from circuitlab.web.background import serving
 
 from .conftest import small_model
+from .tiny_hf import save_tiny_gpt2
 
 CLIENTS, PER_CLIENT, TIME_CAP_S = 6, 8, 60.0
 
 
-def mixed_requests() -> list[tuple[str, str, dict | None]]:
+TOY_PROMPTS = ["0 5 9 12 7 5 9 12 7 33", "0 3 8 3 8 21 3 8", "0 1 2 3 4 5 6 7 8 9 1 2 3 4 5 6"]
+TOY_PAIRS = [
+    {"clean": "0 5 9 12 7 5 9 12", "corrupted": "0 5 9 12 30 5 9 12", "answer": "7", "distractor": "30"},
+    {"clean": "0 1 2 3 1 2", "corrupted": "0 1 4 3 1 2", "answer": "3", "distractor": "7"},
+]
+TEXT_PROMPTS = ["Her name was Alex Hart.", "Tomorrow at lunch time Alex", "Alex Carroll and Alex Hart ate."]
+TEXT_PAIRS = [
+    {"clean": "Her name was Alex Hart. Alex", "corrupted": "Her name was Alex Carroll. Alex", "answer": " Hart",
+     "distractor": " Carroll"},
+    {"clean": "Alex Hart and Alex", "corrupted": "Alex Carroll and Alex", "answer": " Hart", "distractor": " Carroll"},
+]  # fmt: skip
+
+
+def mixed_requests(prompts: list[str], pairs: list[dict]) -> list[tuple[str, str, dict | None]]:
     """(method, path, body): predictions, attention on every layer, patching both ways, the census."""
-    prompts = ["0 5 9 12 7 5 9 12 7 33", "0 3 8 3 8 21 3 8", "0 1 2 3 4 5 6 7 8 9 1 2 3 4 5 6"]
     out: list[tuple[str, str, dict | None]] = []
     for i, prompt in enumerate(prompts):
         out.append(("POST", "/api/predictions", {"prompt": prompt, "top_k": 3 + i}))
         for layer in (0, 1):
             out.append(("POST", "/api/attention", {"prompt": prompt, "layer": layer, "head": (i + layer) % 4}))
     for direction in ("denoise", "noise"):
-        body = {"clean": "0 5 9 12 7 5 9 12", "corrupted": "0 5 9 12 30 5 9 12", "answer": "7", "distractor": "30"}
-        out.append(("POST", "/api/patching", {**body, "direction": direction}))
-        out.append(("POST", "/api/patching", {"clean": "0 1 2 3 1 2", "corrupted": "0 1 4 3 1 2", "answer": "3",
-                                              "distractor": "7", "direction": direction}))  # fmt: skip
+        for pair in pairs:
+            out.append(("POST", "/api/patching", {**pair, "direction": direction}))
     out.append(("GET", "/api/census", None))
     return out
 
@@ -45,10 +56,20 @@ def model() -> HookedTransformer:
     return small_model()  # 2 layers x 4 heads, n_ctx 24, d_vocab 40
 
 
-@pytest.mark.parametrize("workers", [1, 4])
-def test_a_concurrent_burst_gets_the_serial_answers(model: HookedTransformer, workers: int) -> None:
-    requests = mixed_requests()
-    lab = Lab(model, "tiny")
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory) -> HookedTransformer:
+    """A tiny GPT-2 with a fast `transformers` tokenizer, whose padding / truncation state every call sets."""
+    pytest.importorskip("transformers")
+    corpus = ["Her name was Alex Hart. Tomorrow at lunch time Alex Hart ate.", "Alex Carroll and Alex Hart."] * 30
+    return HookedTransformer.from_pretrained(save_tiny_gpt2(tmp_path_factory.mktemp("hf"), corpus, n_positions=20))
+
+
+@pytest.mark.parametrize(("kind", "workers"), [("toy", 1), ("toy", 4), ("text", 4)])
+def test_a_concurrent_burst_gets_the_serial_answers(request, kind: str, workers: int) -> None:
+    model = request.getfixturevalue("model" if kind == "toy" else "text_model")
+    requests = mixed_requests(*((TOY_PROMPTS, TOY_PAIRS) if kind == "toy" else (TEXT_PROMPTS, TEXT_PAIRS)))
+    modes = [m.training for m in model.modules()]
+    lab = Lab(model, kind)
     app = create_app(lab, Limits(workers=workers, max_pending=2 * CLIENTS))
     with serving(app) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -90,4 +111,4 @@ def test_a_concurrent_burst_gets_the_serial_answers(model: HookedTransformer, wo
     assert lab.replicas.size <= workers  # one private model copy per computation running at once
     assert not any(hp.has_hooks() for hp in model.hook_points())  # the served model itself carries nothing
     assert not any(m._forward_pre_hooks for m in model.modules())
-    assert model.training  # no flag flipped on it either (its copies are the ones in eval mode)
+    assert [m.training for m in model.modules()] == modes  # no flag flipped on it either

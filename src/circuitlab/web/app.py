@@ -9,6 +9,7 @@ Errors: 422 bad input (with what would be right), 413 body too large, 503 busy, 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from .lab import MAX_TOP_K, InputError, Lab
 from .limits import BodySizeLimit, Busy, ComputationTimeout, Limits, Worker
 
+log = logging.getLogger("circuitlab.web")
 STATIC = Path(__file__).parent / "static"
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
@@ -105,6 +107,11 @@ def create_app(lab: Lab, limits: Limits | None = None, allowed_hosts: list[str] 
                 },
                 status_code=504,
             )
+        except ValueError as err:  # the library's own one-line input errors (see "How we write code")
+            return JSONResponse({"detail": str(err)}, status_code=422)
+        except Exception as err:  # a bug: still a JSON answer on this connection, and the traceback in the log
+            log.exception("computation failed")
+            return JSONResponse({"detail": f"internal error ({type(err).__name__}): {err}"}, status_code=500)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable) -> Response:
