@@ -64,7 +64,9 @@ def test_token_predictions_ranks_match_the_logits(model, toks) -> None:
 
 
 def test_test_prompt_prints_like_transformer_lens(model, toks, capsys) -> None:
-    result = viz.test_prompt(model, toks[0, :6], [int(toks[0, 6]), int(toks[0, 7])], top_k=3)
+    assert viz.test_prompt(model, toks[0, :6], int(toks[0, 6])) is None  # prints and returns None, as in TL
+    capsys.readouterr()
+    result = viz.test_prompt(model, toks[0, :6], [int(toks[0, 6]), int(toks[0, 7])], top_k=3, return_result=True)
     out = capsys.readouterr().out
     logits = model(toks[:1, :8])[0].detach()
     for i, pos in enumerate((5, 6)):

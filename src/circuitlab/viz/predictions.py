@@ -147,10 +147,12 @@ def test_prompt(
     top_k: int = 10,
     prepend_bos: bool | None = None,
     print_details: bool = True,
-) -> PromptTest:
-    """TransformerLens's `utils.test_prompt`: run prompt + answer and report, for each answer token, its
+    return_result: bool = False,
+) -> PromptTest | None:
+    """TransformerLens's `utils.test_prompt`: run prompt + answer and print, for each answer token, its
     rank, logit and probability and the top-k tokens where it is predicted. Text needs a tokenizer;
-    a toy model takes token ids for the prompt and the answer."""
+    a toy model takes token ids for the prompt and the answer. Returns None, as TransformerLens does,
+    unless `return_result=True` (then the `PromptTest`, with `.figure()`)."""
     if isinstance(prompt, str):
         prompt_ids = model.to_tokens(prompt, prepend_bos=prepend_bos)[0].cpu()
     else:
@@ -187,7 +189,7 @@ def test_prompt(
     )
     if print_details:
         print(result.text())
-    return result
+    return result if return_result else None
 
 
 test_prompt.__test__ = False  # a library function named test_*: not a pytest test when imported into one
