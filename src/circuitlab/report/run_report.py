@@ -89,17 +89,6 @@ def build_report(
         f"{final.get('eval_loss', float('nan')):.4f} nats. {len(steps)} checkpoints at steps {steps}."
     )
 
-    page.heading("Configuration")
-    page.data(run.config)
-
-    def training() -> None:
-        if not rows:
-            raise ValueError("metrics.jsonl is empty or missing")
-        figure("loss", viz.loss_curves(rows, steps, title="loss (dotted lines: checkpoints)"))
-        figure("loss_per_position", viz.loss_per_position(rows, title="eval loss at each position"))
-
-    _section(page, "Training curves", training)
-
     try:
         scores = head_scores(model, batch=32, seed=seed)
         scores_error = None
@@ -115,17 +104,7 @@ def build_report(
             "pass a level and beat its null baseline. 'ablation dloss' is the increase of the task loss "
             f"(clean {result.clean_loss:.4f}) when the head is mean-ablated."
         )
-        page.table(
-            [
-                {
-                    "head": r.label,
-                    "roles": ", ".join(r.roles) or "-",
-                    "ablation dloss": r.ablation_loss_increase,
-                    "evidence": "; ".join(r.evidence),
-                }
-                for r in result.rows
-            ]
-        )
+        page.table(result.table())
         figure("head_scores", viz.head_scores_grid(scores, title="head scores (hover: null baseline)"))
 
     _section(page, "Head census", census)
@@ -183,6 +162,14 @@ def build_report(
 
     _section(page, "Circuits", circuits)
 
+    def training() -> None:
+        if not rows:
+            raise ValueError("metrics.jsonl is empty or missing")
+        figure("loss", viz.loss_curves(rows, steps, title="loss (dotted lines: checkpoints)"))
+        figure("loss_per_position", viz.loss_per_position(rows, title="eval loss at each position"))
+
+    _section(page, "Training curves", training)
+
     def trajectories() -> None:
         source = rows
         if not viz.head_score_names(rows):
@@ -197,6 +184,7 @@ def build_report(
                 figure(f"trajectory_{score}", viz.head_trajectories(source, score, steps))
 
     _section(page, "Role trajectories over training", trajectories)
+    page.details("Configuration (config.json of the run)", run.config)
 
     path = page.save(out)
     if png_dir is not None:
