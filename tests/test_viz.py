@@ -90,6 +90,64 @@ def test_patching_heatmaps(toks) -> None:
     assert list(heads.data[0].x) == ["H0", "H1", "H2"] and heads.data[0].text[1][2] == "3"
 
 
+def _colour_at(trace, value: float) -> str:
+    """The colour plotly gives `value` on a heatmap trace: its position on [zmin, zmax] looked up in the stops."""
+    at = (value - trace.zmin) / (trace.zmax - trace.zmin)
+    return min(trace.colorscale, key=lambda stop: abs(stop[0] - at))[1]
+
+
+def test_patching_convention_normalised_effect_zero_is_white() -> None:
+    """One convention everywhere: (patched - corrupted) / (clean - corrupted), 0 white, 1 (clean) blue."""
+    clean, corrupted = 3.0, -1.0
+    raw = torch.tensor([[-1.0, 3.0, 1.0], [-1.0, -1.0, 7.0]])  # corrupted, clean, halfway; overshoot to 2
+    for fig in (
+        viz.layer_pos_heatmap(raw, clean=clean, corrupted=corrupted, metric_name="logit diff"),
+        viz.layer_head_heatmap(raw, clean=clean, corrupted=corrupted, metric_name="logit diff"),
+    ):
+        heat = fig.data[0]
+        np.testing.assert_allclose(np.asarray(heat.z), [[0.0, 1.0, 0.5], [0.0, 0.0, 2.0]])
+        np.testing.assert_allclose(np.asarray(heat.customdata), raw.numpy())  # raw values on hover
+        assert heat.zmin == -heat.zmax and heat.zmax == 2.0 and "logit diff %{customdata" in heat.hovertemplate
+        assert _colour_at(heat, 0.0) == "rgb(255,255,255)"  # no effect: white
+        r, g, b = (int(c) for c in _colour_at(heat, 1.0)[4:-1].split(","))
+        assert b > r and b > g  # the clean behaviour: blue
+    small = viz.layer_head_heatmap(torch.tensor([[0.0, 0.2]]), clean=1.0, corrupted=0.0)
+    assert small.data[0].zmax == 1.0  # the scale always reaches the clean behaviour
+    same = viz.layer_pos_heatmap(raw, clean=1.0, corrupted=1.0)  # nothing to normalise by: raw values
+    np.testing.assert_allclose(np.asarray(same.data[0].z), raw.numpy())
+    assert viz.normalise_effect(raw, 1.0, 1.0) is None
+    # the web lab draws with the same stops (plotly.js's "RdBu" would run the other way)
+    assert (
+        viz.DIVERGING[5] == [0.5, "rgb(255,255,255)"]
+        and "colorscale: data.colorscale" in (Path(viz.__file__).parents[1] / "web" / "static" / "lab.js").read_text()
+    )
+
+
+def test_composition_scale_is_shared_and_anchored_at_the_baseline(model) -> None:
+    comps = {kind: composition_scores(model, kind).detach() for kind in "QKV"}
+    top = viz.composition_zmax(*comps.values())
+    figs = [viz.composition_matrix(comps[k], k, baseline=0.2, zmax=top) for k in "QKV"]
+    assert {f.data[0].zmax for f in figs} == {top} and {f.data[0].zmin for f in figs} == {0.2}
+    assert top == pytest.approx(max(float(c[:-1, :, 1:].max()) for c in comps.values()))
+    heat = figs[1].data[0]
+    assert heat.colorscale[0][1] in ("rgb(247,251,255)", "#f7fbff")  # white at (and below) the baseline
+    np.testing.assert_allclose(np.asarray(heat.customdata), np.asarray(heat.z) / 0.2)  # x baseline on hover
+
+
+def test_qk_circuit_masked_causally_and_shown_per_row() -> None:
+    qk = torch.tensor([[1.0, 5.0, 9.0], [0.0, 2.0, 9.0], [1.0, 3.0, 0.0]])  # [query, key]
+    soft = viz.circuit_matrix(qk, causal=True, rows="softmax", scale=2.0).data[0]
+    z = np.asarray(soft.z, dtype=float)
+    assert np.isnan(z[0, 1]) and np.isnan(z[0, 2]) and np.isnan(z[1, 2])  # keys after the query blanked
+    np.testing.assert_allclose(np.nansum(z, axis=1), 1.0)
+    np.testing.assert_allclose(z[1, :2], torch.tensor([0.0, 1.0]).softmax(0).numpy())  # softmax of row / scale
+    assert (soft.zmin, soft.zmax) == (0.0, 1.0)
+    centred = np.asarray(viz.circuit_matrix(qk, causal=True, rows="centre").data[0].z, dtype=float)
+    np.testing.assert_allclose(centred[2], np.array([1.0, 3.0, 0.0]) - 4.0 / 3)  # minus the row mean
+    with pytest.raises(ValueError, match="'softmax' or 'centre'"):
+        viz.circuit_matrix(qk, rows="max")
+
+
 def test_score_and_circuit_matrices(model) -> None:
     scores = head_scores(model, batch=4)
     grid = viz.head_scores_grid(scores, ["induction", "previous_token"])

@@ -128,9 +128,10 @@ def build_report(
     def circuits() -> None:
         if cfg.n_layers >= 2:
             comps = all_composition_scores(model)
+            top = viz.composition_zmax(*comps.values())  # one colour scale for Q, K and V
             for kind in ("K", "Q", "V"):
                 base = composition_baseline(model, kind)
-                figure(f"{kind}_composition", viz.composition_matrix(comps[kind], kind, baseline=base))
+                figure(f"{kind}_composition", viz.composition_matrix(comps[kind], kind, baseline=base, zmax=top))
         layer, head = _top_head(scores.scores, "induction") if scores is not None else (cfg.n_layers - 1, 0)
         n_tok = min(cfg.d_vocab, 48)
         figure(
@@ -156,8 +157,13 @@ def build_report(
                     max_size=n_pos,
                     row_title="query position",
                     col_title="key position",
+                    causal=True,
+                    rows="softmax",
+                    scale=cfg.attn_scale,
                 ),
-                "A previous-token head's largest entries sit just below the diagonal.",
+                "Each row: the attention a query at that position would pay from the positional embeddings alone "
+                "(softmax of W_pos W_QK W_pos^T / attn_scale over the keys a causal model sees). A previous-token "
+                "head's mass sits just below the diagonal.",
             )
 
     _section(page, "Circuits", circuits)

@@ -9,6 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "DIVERGING": "_common",
+    "pos_label": "_common",
     "Page": "page",
     "attention_pattern": "attention",
     "attention_grid": "attention",
@@ -21,9 +23,11 @@ _EXPORTS = {
     "str_tokens": "predictions",
     "layer_pos_heatmap": "patching",
     "layer_head_heatmap": "patching",
+    "normalise_effect": "patching",
     "head_score_matrix": "scores",
     "head_scores_grid": "scores",
     "composition_matrix": "scores",
+    "composition_zmax": "scores",
     "circuit_matrix": "scores",
     "read_metrics": "training",
     "head_score_names": "training",

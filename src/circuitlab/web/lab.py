@@ -16,6 +16,7 @@ import torch
 from ..analysis import head_census, logit_diff, patch_activation, patch_resid_pre
 from ..model import HookedTransformer
 from ..tasks import Task
+from ..viz import DIVERGING
 
 MAX_TOP_K = 50
 
@@ -278,4 +279,5 @@ class Lab:
             "direction": direction,
             "values": _round(values, 4),
             "normalized": normalized,
+            "colorscale": DIVERGING,  # the figures' own scale: white at 0, blue = the clean behaviour
         }

@@ -148,9 +148,12 @@ async function runCensus() {
 function renderPatching(data) {
   const normalized = data.normalized !== null;
   const z = normalized ? data.normalized : data.values;
+  // The same convention as every circuitlab figure: 0 (no effect) white, 1 (the clean behaviour) blue, a
+  // symmetric range, and the server's own colour stops (plotly.js's "RdBu" runs the other way).
+  const bound = Math.max(normalized ? 1 : 0, ...z.flat().map(Math.abs)) || 1;
   const trace = {
-    type: "heatmap", z, y: data.rows, colorscale: "RdBu", zmid: normalized ? 0.5 : 0,
-    colorbar: { title: { text: normalized ? "normalised" : "logit diff" } },
+    type: "heatmap", z, y: data.rows, colorscale: data.colorscale, zmid: 0, zmin: -bound, zmax: bound,
+    colorbar: { title: { text: normalized ? "normalised (1 = clean)" : "logit diff" } },
     customdata: data.values, hovertemplate: "%{y}, position %{x}: %{z:.3f} (logit diff %{customdata:.3f})<extra></extra>",
   };
   const layout = {
