@@ -49,6 +49,22 @@ def test_attention_pattern_and_grid(model, toks) -> None:
         viz.attention_pattern(cache["pattern", 0][0, 0], ["a", "b", "c"])
 
 
+def test_attention_labels_at_every_length() -> None:
+    """Token labels on both axes at every length up to n_ctx: all of them up to 64 (smaller font), every k-th
+    past that; "query" / "key" axis titles on the single pattern and the grid."""
+    for n, step in ((10, 1), (64, 1), (96, 2), (200, 4)):
+        words = [f"t{i}" for i in range(n)]
+        fig = viz.attention_pattern(torch.full((n, n), 1.0 / n), words)
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            assert list(axis.tickvals) == [f"{i}:t{i}" for i in range(0, n, step)]
+        assert fig.layout.xaxis.title.text == "key" and fig.layout.yaxis.title.text == "query"
+        assert fig.layout.xaxis.tickfont.size <= (11 if n <= 16 else 7)
+    grid = viz.attention_grid(torch.full((2, 2, 40, 40), 1 / 40), [str(i % 7) for i in range(40)])
+    assert grid.layout.xaxis3.title.text == "key" and grid.layout.yaxis.title.text == "query"
+    assert list(grid.layout.yaxis.tickvals) == [f"{i}:{i % 7}" for i in range(0, 40, 2)]  # 32 at most per axis
+    assert grid.layout.yaxis.showticklabels and not grid.layout.yaxis2.showticklabels  # the outer edge only
+
+
 def test_token_predictions_ranks_match_the_logits(model, toks) -> None:
     preds = viz.token_predictions(model, toks[:1], top_k=4)
     logits = model(toks[:1])[0].detach()

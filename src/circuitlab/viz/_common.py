@@ -55,6 +55,21 @@ def token_labels(tokens: Sequence[Any] | None, n: int) -> list[str]:
     return [pos_label(i, t) for i, t in enumerate(tokens)]
 
 
+def tick_axis(labels: Sequence[str], max_ticks: int = 64) -> dict[str, Any]:
+    """Axis settings that show every label up to `max_ticks` (smaller font as they get dense, rotated), else
+    every k-th one; hovers always name every cell."""
+    n = len(labels)
+    step = max(1, -(-n // max_ticks))
+    size = 11 if n <= 16 else 9 if n <= 32 else 7
+    return dict(
+        tickmode="array",
+        tickvals=list(labels[::step]),
+        ticktext=list(labels[::step]),
+        tickfont_size=size,
+        automargin=True,
+    )
+
+
 def head_labels(n_layers: int, n_heads: int) -> list[str]:
     """L0H0, L0H1, ... in (layer, head) order."""
     return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
