@@ -171,6 +171,9 @@ def test_score_and_circuit_matrices(model) -> None:
     np.testing.assert_allclose(np.asarray(grid.data[1].customdata), scores.baselines["previous_token"].numpy())
     with pytest.raises(ValueError, match="unknown scores"):
         viz.head_scores_grid(scores, ["nope"])
+    every = viz.head_scores_grid(scores)  # 8 scores: two rows of four, as wide as a page at most
+    assert len(every.data) == 8 and every.layout.width <= 1000
+    assert every.data[4].xaxis == "x5" and every.layout.yaxis5.domain[1] < every.layout.yaxis.domain[0]
 
     k = composition_scores(model, "K")  # [L1, H1, L2, H2]
     comp = viz.composition_matrix(k, "K", baseline=0.1)
@@ -238,3 +241,21 @@ def test_save_png_writes_valid_images(model, toks, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not 'bar'"):
         viz.save_png(go.Figure(go.Bar(x=[1], y=[2])), tmp_path / "bar.png")
     assert not (tmp_path / "bar.png").exists()
+
+
+def test_interactive_views_carry_their_data_and_script(model, toks) -> None:
+    _, cache = model.run_with_cache(toks)
+    view = viz.attention_heads(cache, toks[0].tolist(), layer=1, batch_index=1)
+    data = view.data
+    assert data["head_names"] == ["L1H0", "L1H1", "L1H2"] and len(data["tokens"]) == toks.shape[1]
+    np.testing.assert_allclose(data["patterns"], cache["pattern", 1][1].numpy(), atol=5e-4)
+    fragment = view._repr_html_()
+    assert f'id="{view.element_id}"' in fragment and "circuitlabViews" in fragment and "http" not in fragment
+    with pytest.raises(ValueError, match="got 3 tokens for patterns of 10 queries x 10 keys"):
+        viz.attention_heads(torch.zeros(2, 10, 10), ["a", "b", "c"])
+    evil = viz.token_values(["</script><b>", "x"], [1.0, float("nan")])
+    assert "</script><b>" not in evil.html() and evil.data["values"] == [1.0, None]
+    losses = viz.token_losses(model, toks[0])
+    log_probs = model(toks[:1])[0].detach().log_softmax(-1)
+    assert losses.data["values"][0] is None
+    assert losses.data["values"][3] == pytest.approx(-float(log_probs[2, toks[0, 3]]), rel=1e-5)

@@ -118,6 +118,10 @@ def build_report(
         words = viz.str_tokens(model, tokens[0])
         page.text(f"One sequence of a fresh batch from the task ({sample_size} drawn, seed {seed + 1000}).")
         figure("attention", viz.attention_grid(cache, words, title="attention patterns, sequence 0"))
+        page.text("Interactive: hover a head to choose it, hover a token to colour what it attends to.")
+        for layer in range(cfg.n_layers):
+            page.raw_html(viz.attention_heads(cache, words, layer=layer, title=f"layer {layer}").html())
+        page.raw_html(viz.token_losses(model, tokens[0], title="the model's loss on each token of sequence 0").html())
         predictions = viz.token_predictions(model, tokens[:1], top_k=3)
         title = "predictions at each position (rank of the next token)"
         figure("predictions", viz.predictions_table(predictions, title=title))

@@ -35,13 +35,21 @@ def head_score_matrix(values: Any, title: str | None = None, baseline: Any = Non
     return layout(fig, title, width=max(380, 160 + 45 * z.shape[1]), height=max(280, 140 + 36 * z.shape[0]))
 
 
-def head_scores_grid(scores: Any, names: Sequence[str] | None = None, title: str | None = None) -> Any:
-    """Several scores of a `HeadScores` side by side, [layer, head] each; hover shows the baseline."""
+def head_scores_grid(
+    scores: Any, names: Sequence[str] | None = None, title: str | None = None, per_row: int = 4
+) -> Any:
+    """Several scores of a `HeadScores`, [layer, head] each, `per_row` to a row (so the grid fits a page);
+    hover shows the baseline."""
     names = list(names or scores.scores)
     unknown = [n for n in names if n not in scores.scores]
     if unknown:
         raise ValueError(f"unknown scores {unknown}; available: {sorted(scores.scores)}")
-    fig = subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
+    n_cols = min(per_row, len(names))
+    n_rows = -(-len(names) // n_cols)
+    n_layers = to_numpy(scores.scores[names[0]]).shape[0]
+    fig = subplots(
+        rows=n_rows, cols=n_cols, subplot_titles=names, horizontal_spacing=0.05, vertical_spacing=0.3 / n_rows
+    )
     for i, name in enumerate(names):
         z = to_numpy(scores.scores[name])
         base = np.broadcast_to(to_numpy(scores.baselines[name]), z.shape)
@@ -55,13 +63,13 @@ def head_scores_grid(scores: Any, names: Sequence[str] | None = None, title: str
                 name=name,
                 hovertemplate=f"{name} %{{y}}%{{x}}: %{{z:.3f}}<br>baseline %{{customdata:.3f}}<extra></extra>",
             ),
-            row=1,
-            col=i + 1,
+            row=i // n_cols + 1,
+            col=i % n_cols + 1,
         )
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar_title="score"))
-    n_layers = to_numpy(scores.scores[names[0]]).shape[0]
-    return layout(fig, title, width=min(1400, 120 + 190 * len(names)), height=max(340, 160 + 30 * n_layers))
+    height = n_rows * max(200, 90 + 26 * n_layers) + 100
+    return layout(fig, title, width=min(1000, 160 + 210 * n_cols), height=height)
 
 
 def composition_matrix(

@@ -159,7 +159,7 @@ class Lab:
     @torch.no_grad()
     def predictions(self, prompt: str, top_k: int = 5) -> dict[str, Any]:
         """Per position: the top-k next-token predictions, and the rank and probability of the token that
-        actually comes next (rank 1 = the top prediction)."""
+        actually comes next (rank 0 = the top prediction, as in TransformerLens and every circuitlab view)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InputError(f"top_k={top_k} is invalid: expected 1 to {MAX_TOP_K}")
         tokens = self.tokenize(prompt)
@@ -168,7 +168,7 @@ class Lab:
         top = log_probs.topk(min(top_k, logits.shape[-1]), dim=-1)  # [pos, k]
         nxt = tokens[1:]  # [pos - 1]: the token each position should predict
         nxt_logit = logits[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
-        rank = (logits[:-1] > nxt_logit).sum(-1) + 1  # [pos - 1]
+        rank = (logits[:-1] > nxt_logit).sum(-1)  # [pos - 1]: tokens scored above it
         nxt_logp = log_probs[:-1].gather(-1, nxt[:, None])[:, 0]
         top_text = self.str_tokens(top.indices)
         text = self.str_tokens(tokens)

@@ -69,7 +69,7 @@ async function loadInfo() {
 
 function renderPredictions(data) {
   const head = el("tr", {}, el("th", {}, "pos"), el("th", {}, "token"), el("th", {}, "top predictions"),
-    el("th", {}, "next token"), el("th", {}, "rank"), el("th", {}, "p(next)"));
+    el("th", {}, "next token"), el("th", {}, "rank (0 = top)"), el("th", {}, "p(next)"));
   const rows = data.positions.map((p, i) => {
     const preds = el("td", {});
     for (const t of p.top) {
@@ -77,7 +77,7 @@ function renderPredictions(data) {
         el("span", { class: "prob" }, t.prob.toFixed(3))));
     }
     const next = p.next;
-    const rankClass = !next ? "" : next.rank === 1 ? "rank1" : next.rank > 10 ? "rankfar" : "";
+    const rankClass = !next ? "" : next.rank === 0 ? "rank1" : next.rank >= 10 ? "rankfar" : "";
     return el("tr", {}, el("td", {}, i), el("td", {}, el("span", { class: "tok" }, showToken(p.token))), preds,
       el("td", {}, next ? el("span", { class: "tok" }, showToken(next.token)) : "–"),
       el("td", { class: rankClass }, next ? next.rank : "–"), el("td", {}, next ? next.prob.toFixed(3) : "–"));
