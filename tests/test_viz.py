@@ -114,6 +114,7 @@ def _colour_at(trace, value: float) -> str:
 
 def test_patching_convention_normalised_effect_zero_is_white() -> None:
     """One convention everywhere: (patched - corrupted) / (clean - corrupted), 0 white, 1 (clean) blue."""
+    lab_js = (Path(viz.__file__).parents[1] / "web" / "static" / "lab.js").read_text()
     clean, corrupted = 3.0, -1.0
     raw = torch.tensor([[-1.0, 3.0, 1.0], [-1.0, -1.0, 7.0]])  # corrupted, clean, halfway; overshoot to 2
     for fig in (
@@ -132,6 +133,10 @@ def test_patching_convention_normalised_effect_zero_is_white() -> None:
     same = viz.layer_pos_heatmap(raw, clean=1.0, corrupted=1.0)  # nothing to normalise by: raw values
     np.testing.assert_allclose(np.asarray(same.data[0].z), raw.numpy())
     assert viz.normalise_effect(raw, 1.0, 1.0) is None
+    import plotly.colors
+
+    assert [c for _, c in viz.SEQUENTIAL] == plotly.colors.sequential.Blues  # plotly.py's Blues, white at 0
+    assert lab_js.count("colorscale: data.colorscale") == 2  # attention and patching: the server's stops
     # the web lab draws with the same stops (plotly.js's "RdBu" would run the other way)
     assert (
         viz.DIVERGING[5] == [0.5, "rgb(255,255,255)"]

@@ -105,7 +105,8 @@ def build_report(
             f"(clean {result.clean_loss:.4f}) when the head is mean-ablated."
         )
         page.table(result.table())
-        figure("head_scores", viz.head_scores_grid(scores, title="head scores (hover: null baseline)"))
+        figure("head_scores", viz.head_scores_grid(scores, title="head scores"))
+        page.text("Each score's null baseline is in the table above and on hover.")
 
     _section(page, "Head census", census)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "DIVERGING": "_common",
+    "SEQUENTIAL": "_common",
     "pos_label": "_common",
     "Page": "page",
     "attention_pattern": "attention",

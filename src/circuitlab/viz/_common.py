@@ -24,7 +24,9 @@ DIVERGING: list[list[Any]] = [
     [0.9, "rgb(33,102,172)"],
     [1.0, "rgb(5,48,97)"],
 ]
-SEQUENTIAL = "Blues"  # attention and head scores: values in [0, 1], white at 0
+# Values in [0, 1] (attention, head scores): ColorBrewer Blues, white at 0, as stops for the same reason.
+_BLUES = ["247,251,255", "222,235,247", "198,219,239", "158,202,225", "107,174,214", "66,146,198", "33,113,181"]
+SEQUENTIAL: list[list[Any]] = [[i / 8, f"rgb({c})"] for i, c in enumerate([*_BLUES, "8,81,156", "8,48,107"])]
 
 
 def pos_label(i: int, token: Any) -> str:

@@ -30,7 +30,7 @@ def attention_pattern(
         zmin=0.0,
         zmax=zmax,
         colorscale=SEQUENTIAL,
-        hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+        hovertemplate="query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>",
     )
     fig = go().Figure(heat)
     fig.update_yaxes(autorange="reversed", title_text="query", **tick_axis(q_labels))
@@ -70,7 +70,7 @@ def attention_grid(
                     y=q_labels,
                     coloraxis="coloraxis",
                     name=f"L{l}H{h}",
-                    hovertemplate=f"L{l}H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
+                    hovertemplate=f"L{l}H{h}<br>query (pos:token) %{{y}}<br>key (pos:token) %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
                 ),
                 row=l + 1,
                 col=h + 1,

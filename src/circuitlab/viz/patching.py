@@ -70,7 +70,7 @@ def layer_pos_heatmap(
             colorscale=DIVERGING,
             colorbar_title=bar,
             customdata=custom,
-            hovertemplate=f"%{{y}}, position %{{x}}<br>{hover}<extra></extra>",
+            hovertemplate=f"%{{y}}, pos:token %{{x}}<br>{hover}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="position", tickangle=-45)

@@ -16,7 +16,7 @@ import torch
 from ..analysis import head_census, logit_diff, patch_activation, patch_resid_pre
 from ..model import HookedTransformer
 from ..tasks import Task
-from ..viz import DIVERGING
+from ..viz import DIVERGING, SEQUENTIAL
 
 MAX_TOP_K = 50
 
@@ -209,7 +209,8 @@ class Lab:
         name = f"blocks.{layer}.attn.hook_pattern"
         _, cache = self.model.run_with_cache(tokens[None].to(self.model.device), names_filter=[name])
         pattern = cache[name][0, head].float().cpu()  # [query, key]
-        return {"tokens": self.str_tokens(tokens), "layer": layer, "head": head, "pattern": _round(pattern, 4)}
+        words, scale = self.str_tokens(tokens), SEQUENTIAL  # the figures' own scale: white at 0
+        return {"tokens": words, "layer": layer, "head": head, "pattern": _round(pattern, 4), "colorscale": scale}
 
     def census(self) -> dict[str, Any]:
         """`head_census` of the model (on its training task when known), computed once."""

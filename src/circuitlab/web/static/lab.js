@@ -17,6 +17,11 @@ function showToken(text) {
   return text.replace(/ /g, "\u2423").replace(/\n/g, "\\n").replace(/\t/g, "\\t");
 }
 
+// "pos:token", as in every circuitlab figure.
+function posLabel(i, token) {
+  return `${i}:${showToken(token)}`;
+}
+
 async function api(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -91,14 +96,15 @@ function renderPredictions(data) {
 function tokenAxis(tokens, title) {
   return {
     title: { text: title }, tickmode: "array", tickvals: tokens.map((_, i) => i),
-    ticktext: tokens.map((t, i) => `${showToken(t)} ${i}`), automargin: true, tickfont: { size: 10 },
+    ticktext: tokens.map((t, i) => posLabel(i, t)), automargin: true, tickfont: { size: tokens.length > 32 ? 8 : 10 },
   };
 }
 
 function renderAttention(data) {
   const trace = {
-    type: "heatmap", z: data.pattern, colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
-    hovertemplate: "query %{y} ← key %{x}: %{z:.3f}<extra></extra>",
+    type: "heatmap", z: data.pattern, colorscale: data.colorscale, zmin: 0, zmax: 1,
+    customdata: data.pattern.map((row, q) => row.map((_, k) => [posLabel(q, data.tokens[q]), posLabel(k, data.tokens[k])])),
+    hovertemplate: "query (pos:token) %{customdata[0]}<br>key (pos:token) %{customdata[1]}<br>attention %{z:.3f}<extra></extra>",
   };
   const layout = {
     title: { text: `L${data.layer}H${data.head} attention` },
