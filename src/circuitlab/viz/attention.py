@@ -10,6 +10,9 @@ import numpy as np
 from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, tick_axis, to_numpy, token_labels
 
 
+_HOVER = "query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>"
+
+
 def patterns_from_cache(cache: Any, batch_index: int = 0) -> np.ndarray:
     """Every head's pattern for one sequence of a cache: [layer, head, query, key]."""
     n_layers = cache.model.cfg.n_layers
@@ -30,7 +33,7 @@ def attention_pattern(
         zmin=0.0,
         zmax=zmax,
         colorscale=SEQUENTIAL,
-        hovertemplate="query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>",
+        hovertemplate=_HOVER,
     )
     fig = go().Figure(heat)
     fig.update_yaxes(autorange="reversed", title_text="query", **tick_axis(q_labels))
@@ -70,7 +73,7 @@ def attention_grid(
                     y=q_labels,
                     coloraxis="coloraxis",
                     name=f"L{l}H{h}",
-                    hovertemplate=f"L{l}H{h}<br>query (pos:token) %{{y}}<br>key (pos:token) %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
+                    hovertemplate=f"L{l}H{h}<br>{_HOVER}",
                 ),
                 row=l + 1,
                 col=h + 1,
