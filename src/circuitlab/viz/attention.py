@@ -9,7 +9,6 @@ import numpy as np
 
 from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, tick_axis, to_numpy, token_labels
 
-
 _HOVER = "query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>"
 
 
