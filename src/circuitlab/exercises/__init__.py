@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from ..files import atomic_write_text
 from . import checker
 from .checker import Result
@@ -26,6 +28,7 @@ from .checker import Result
 DATA = Path(__file__).parent / "data"
 PROBLEMS_FILE = "problems.py"
 CHECKER_FILE = "checker.py"
+SET_KEY = "__set__"  # in fixtures.npz: the name of the set
 
 
 @dataclass(frozen=True)
@@ -141,15 +144,17 @@ def new_set(folder: str | Path, name: str = DEFAULT_SET) -> Path:
 
 
 def set_of_folder(folder: str | Path) -> ProblemSet:
-    """The set a folder made by new_set holds (named in the first line of its problems.py)."""
-    path = Path(folder) / PROBLEMS_FILE
-    if not path.is_file():
-        raise ValueError(f"{folder} has no {PROBLEMS_FILE}: make one with `circuitlab exercises new {folder}`")
-    first = path.read_text().split("\n", 1)[0]
-    for name, problem_set in SETS.items():
-        if first.startswith(f"# circuitlab exercises, set {name}:"):
-            return problem_set
-    raise ValueError(f"{path} does not name its problem set in its first line")
+    """The set a folder made by new_set holds (named in its fixtures.npz, which learners do not edit)."""
+    path = Path(folder) / checker.FIXTURES
+    if not (Path(folder) / PROBLEMS_FILE).is_file() or not path.is_file():
+        raise ValueError(
+            f"{folder} has no {PROBLEMS_FILE} and {checker.FIXTURES}: make one with `circuitlab exercises new {folder}`"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        name = str(data[SET_KEY]) if SET_KEY in data.files else None
+    if name not in SETS:
+        raise ValueError(f"{path} names no known problem set ({name!r}): remake the folder with `exercises new`")
+    return SETS[name]
 
 
 def load_problems(path: str | Path) -> ModuleType:

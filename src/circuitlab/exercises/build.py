@@ -430,10 +430,12 @@ BUILDERS: dict[str, Callable[[Path], dict[str, Arrays]]] = {
 
 def build_set(name: str, data_dir: Path | None = None) -> dict[str, Arrays]:
     """The files of a set ({file name: arrays}), built fresh (not written)."""
-    from . import get_set
+    from . import SET_KEY, get_set
 
     problem_set = get_set(name)
-    return BUILDERS[name](data_dir or problem_set.data_dir)
+    files = BUILDERS[name](data_dir or problem_set.data_dir)
+    files[FIXTURES][SET_KEY] = np.array(name)
+    return files
 
 
 def write_set(name: str, data_dir: Path | None = None, train: bool = False) -> list[Path]:

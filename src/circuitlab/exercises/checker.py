@@ -3,10 +3,11 @@
 This file needs only NumPy and the standard library: `circuitlab exercises new` copies it beside
 `problems.py`, whose `if __name__ == "__main__":` block calls `run(globals(), __file__)`.
 
-Fixture layout (`fixtures.npz`): `__problems__` (problem names in order), `NAME/tol` (the tolerance), and
-per test case i `NAME/i/in/ARG` (an argument; `NAME/i/in/ARG/KEY` builds a dict argument) and `NAME/i/out`
-(the expected result; `NAME/i/out/0`, `/1`, ... for a tuple). A string argument `file:F` is the path of
-file F beside the fixtures; `npz:F` is the dict of arrays in that `.npz` file.
+Fixture layout (`fixtures.npz`): `__set__` (the set's name), `__problems__` (problem names in order),
+`NAME/tol` (the tolerance), and per test case i `NAME/i/in/ARG` (an argument; `NAME/i/in/ARG/KEY`
+builds a dict argument) and `NAME/i/out` (the expected result; `NAME/i/out/0`, `/1`, ... for a tuple).
+A string argument `file:F` is the path of file F beside the fixtures; `npz:F` is the dict of arrays in
+that `.npz` file.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def load_fixtures(folder: str | Path) -> tuple[list[str], dict[str, float], dict
     with np.load(folder / FIXTURES, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     order = [str(n) for n in arrays.pop("__problems__")]
+    arrays.pop("__set__", None)
     tols: dict[str, float] = {}
     cases: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in order}
     for key, value in arrays.items():
@@ -128,11 +130,14 @@ def compare(got: Any, want: np.ndarray | tuple, tol: float) -> str | None:
     broken = ~np.isfinite(got) & np.isfinite(want)
     if broken.any():
         first = tuple(np.argwhere(broken)[0])
-        what = "NaN" if np.isnan(got[first]) else "inf"
-        return (
-            f"{what} at index {_index(first)} where {_fmt(want[first].item())} was expected "
-            f"({int(broken.sum())} such entries): an overflow or 0/0 (e.g. exp of a large number)"
-        )
+        value = got[first]
+        where = f"at index {_index(first)} where {_fmt(want[first].item())} was expected"
+        if np.isnan(value):
+            return (
+                f"NaN {where} ({int(np.isnan(got).sum())} NaN entries): an overflow or 0/0 "
+                "(e.g. exp of a large number: subtract the maximum first)"
+            )
+        return f"{_fmt(float(value))} {where} ({int(broken.sum())} such entries)"
     with np.errstate(invalid="ignore"):  # inf - inf where both are -inf (masked scores)
         diff = np.abs(got - want)
     bad = ~(diff <= tol + tol * np.abs(want)) & ~(np.isnan(got) & np.isnan(want)) & ~(got == want)
