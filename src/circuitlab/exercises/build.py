@@ -244,23 +244,27 @@ def build_circuits(data_dir: Path) -> dict[str, Arrays]:
         w = {n: P[f"blocks.{layer}.attn.{n}"][head] for n in ("W_Q", "W_K", "W_V", "W_O")}
         f.add("qk_circuit", model.QK[layer, head].AB, W_Q=w["W_Q"], W_K=w["W_K"])
         f.add("ov_circuit", model.OV[layer, head].AB, W_V=w["W_V"], W_O=w["W_O"])
-    W_E, W_pos, W_U = P["embed.W_E"], P["pos_embed.W_pos"], P["unembed.W_U"]
+
+    def ref(key: str) -> str:  # an array of the model file, passed by name (not copied into each case)
+        return f"npz:{MODEL_FILE}#{key}"
+
+    W_E, W_pos, W_U = ref("embed.W_E"), ref("pos_embed.W_pos"), ref("unembed.W_U")
     for layer in (0, 1):
-        w = {n: P[f"blocks.{layer}.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O")}
+        w = {n: ref(f"blocks.{layer}.attn.{n}") for n in ("W_Q", "W_K", "W_V", "W_O")}
         f.add("full_ov_circuit", full_ov_circuit(model).AB[layer], W_E=W_E, W_V=w["W_V"], W_O=w["W_O"], W_U=W_U)
         f.add("full_qk_circuit", full_qk_circuit(model).AB[layer], W_E=W_E, W_Q=w["W_Q"], W_K=w["W_K"])
         f.add("positional_qk_circuit", positional_qk_circuit(model).AB[layer], W_pos=W_pos, W_Q=w["W_Q"], W_K=w["W_K"])
     copying = copying_scores(model.W_E, model.W_V, model.W_O, model.W_U)["copying_eigen"]
     for layer in (0, 1):
-        w = {n: P[f"blocks.{layer}.attn.{n}"] for n in ("W_V", "W_O")}
+        w = {n: ref(f"blocks.{layer}.attn.{n}") for n in ("W_V", "W_O")}
         f.add("copying_score", copying[layer], W_E=W_E, W_V=w["W_V"], W_O=w["W_O"], W_U=W_U)
     f.add(
         "k_composition_scores",
         composition_scores(model, "K")[0, :, 1, :],
-        W_V0=P["blocks.0.attn.W_V"],
-        W_O0=P["blocks.0.attn.W_O"],
-        W_Q1=P["blocks.1.attn.W_Q"],
-        W_K1=P["blocks.1.attn.W_K"],
+        W_V0=ref("blocks.0.attn.W_V"),
+        W_O0=ref("blocks.0.attn.W_O"),
+        W_Q1=ref("blocks.1.attn.W_Q"),
+        W_K1=ref("blocks.1.attn.W_K"),
     )
 
     period = 8
@@ -279,7 +283,7 @@ def build_circuits(data_dir: Path) -> dict[str, Arrays]:
     results = torch.einsum("bhe,hed->bhd", z1, model.W_O[1])
     answers = torch.as_tensor(tokens[:, -1])  # the induction answer at that position
     f.add("direct_logit_attribution", torch.einsum("bhd,db->bh", results, model.W_U[:, answers]),
-          head_results=results, W_U=W_U, answers=answers)  # fmt: skip
+          head_results=results, W_U=ref("unembed.W_U"), answers=answers)  # fmt: skip
 
     z0 = cache["blocks.0.attn.hook_z"][:4]
     for head in (0, 1):

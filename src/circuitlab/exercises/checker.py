@@ -7,7 +7,7 @@ Fixture layout (`fixtures.npz`): `__set__` (the set's name), `__problems__` (pro
 `NAME/tol` (the tolerance), and per test case i `NAME/i/in/ARG` (an argument; `NAME/i/in/ARG/KEY`
 builds a dict argument) and `NAME/i/out` (the expected result; `NAME/i/out/0`, `/1`, ... for a tuple).
 A string argument `file:F` is the path of file F beside the fixtures; `npz:F` is the dict of arrays in
-that `.npz` file.
+that `.npz` file, `npz:F#KEY` its array KEY.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def _argument(value: Any, folder: Path) -> Any:
         if isinstance(item, str) and item.startswith("file:"):
             return str(folder / item[5:])
         if isinstance(item, str) and item.startswith("npz:"):
-            with np.load(folder / item[4:], allow_pickle=False) as data:
-                return {k: data[k] for k in data.files if not k.startswith("__")}
+            file, _, key = item[4:].partition("#")
+            with np.load(folder / file, allow_pickle=False) as data:
+                return data[key] if key else {k: data[k] for k in data.files if not k.startswith("__")}
         return item
     return np.array(value)  # a fresh copy: a solution that writes into its input changes nothing here
 

@@ -88,7 +88,7 @@ def k_composition_scores(W_V0, W_O0, W_Q1, W_K1):
     d_model, d_head] (layer 1) -> [n_heads_0, n_heads_1]. High when head i's output is what head j's keys
     read: the previous-token head feeding an induction head.
 
-    Example: identical shapes give scores in [0, 1]; random heads give about 1/sqrt(d_model)-ish values.
+    Example: every score lies in [0, 1]; an OV whose output is orthogonal to what W_K reads scores 0.
     """
     ov = W_V0 @ W_O0  # [i, d_model, d_model]
     kq = W_K1 @ np.swapaxes(W_Q1, -1, -2)  # [j, d_model, d_model]
