@@ -244,6 +244,14 @@ def layer_norm(x, w, b, eps=1e-5):
     return np.stack(rows)
 
 
+def mlp(x, W_in, b_in, W_out, b_out):
+    """Comprehensions over names or dict views are not loops over array elements."""
+    w = {name: value for name, value in dict(W_in=W_in, W_out=W_out).items()}
+    b_in, b_out = (v for v in [b_in, b_out])
+    u = x @ w["W_in"] + b_in
+    return 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u**3))) @ w["W_out"] + b_out
+
+
 def causal_mask(scores):
     """A Python loop over rows is allowed here (for this test)."""
     scores = scores.copy()
@@ -269,7 +277,8 @@ def test_loops_and_comprehensions_are_flagged_unless_the_docstring_allows(tmp_pa
     assert results["softmax"].status == "LOOP" and "a `for` loop (line 6)" in results["softmax"].message
     assert results["layer_norm"].status == "LOOP" and "list comprehension" in results["layer_norm"].message
     assert results["causal_mask"].status == "PASS"
-    assert results["mlp"].status == "MISSING"
+    assert results["mlp"].status == "PASS"
+    assert results["embed"].status == "MISSING"
 
 
 def test_new_refuses_a_non_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
