@@ -281,6 +281,33 @@ def test_loops_and_comprehensions_are_flagged_unless_the_docstring_allows(tmp_pa
     assert results["embed"].status == "MISSING"
 
 
+def test_errors_name_the_learners_line(tmp_path: Path) -> None:
+    folder = new_set(tmp_path / "ex").parent
+    _write_solutions(folder, "\n\ndef softmax(x):\n    return np.exp(x) @ np.ones((7, 7))\n")
+    (result,) = [r for r in check_folder(folder) if r.name == "softmax"]
+    assert result.status == "ERROR" and result.message.startswith("case 0: ValueError") and "(line 5)" in result.message
+    _write_solutions(folder, "\ndef softmax(x:\n")
+    with pytest.raises(ValueError, match=r"problems.py does not run \(line 3\): SyntaxError"):
+        check_folder(folder)
+
+
+def test_model_files_load_as_exported_models() -> None:
+    """The `.npz` models load with numpy_ref.load_npz into a torch model that gives the fixtures' logits."""
+    import torch
+
+    from circuitlab import HookedTransformer, HookedTransformerConfig
+    from circuitlab.numpy_ref import load_npz
+
+    for name, problem in (("numpy-transformer", "forward"), ("circuits", "attn_only_forward")):
+        cfg, params = load_npz(SETS[name].data_dir / MODEL_FILE)
+        model = HookedTransformer(HookedTransformerConfig.from_dict({**cfg, "dtype": "float64"}))
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
+        _, _, cases = checker.load_fixtures(SETS[name].data_dir)
+        (case,) = cases[problem]
+        logits = model(torch.as_tensor(case["in"]["tokens"])).detach().numpy()
+        np.testing.assert_allclose(logits, case["out"][None], atol=1e-10)
+
+
 def test_new_refuses_a_non_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not an empty folder"):

@@ -165,6 +165,11 @@ def load_problems(path: str | Path) -> ModuleType:
     sys.path.insert(0, str(path.parent))  # a learner's helper modules beside problems.py
     try:
         spec.loader.exec_module(module)
+    except Exception as err:  # a syntax error or a failing import: say where, in one line
+        line = getattr(err, "lineno", None)
+        raise ValueError(
+            f"{path} does not run{f' (line {line})' if line else ''}: {type(err).__name__}: {err}"
+        ) from err
     finally:
         sys.path.remove(str(path.parent))
     return module

@@ -231,8 +231,11 @@ def _check_one(
         except NotImplementedError:
             return Result(name, "NOT YET")
         except Exception as err:
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            return Result(name, "ERROR", f"case {i}: {type(err).__name__}: {err} (line {where.lineno})")
+            frames = traceback.extract_tb(err.__traceback__)
+            code = getattr(fn, "__code__", None)
+            own = [f for f in frames if code is not None and f.filename == code.co_filename]
+            line = (own or frames)[-1].lineno  # the learner's line, not NumPy's
+            return Result(name, "ERROR", f"case {i}: {type(err).__name__}: {err} (line {line})")
         problem = compare(got, _expected(case["out"]), tol)
         if problem:
             return Result(name, "FAIL", f"case {i}: {problem}")
