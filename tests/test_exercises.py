@@ -121,6 +121,7 @@ WRONG = {
             ),
             MISMATCH,
         ),
+        "composition_score": (lambda W_A, W_B: np.linalg.norm(W_A @ W_B) / np.linalg.norm(W_A) ** 2, MISMATCH),
         "k_composition_scores": (
             lambda W_V0, W_O0, W_Q1, W_K1: C.k_composition_scores(W_V0, W_O0, W_K1, W_Q1),
             MISMATCH,

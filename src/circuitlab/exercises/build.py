@@ -258,6 +258,10 @@ def build_circuits(data_dir: Path) -> dict[str, Arrays]:
     for layer in (0, 1):
         w = {n: ref(f"blocks.{layer}.attn.{n}") for n in ("W_V", "W_O")}
         f.add("copying_score", copying[layer], W_E=W_E, W_V=w["W_V"], W_O=w["W_O"], W_U=W_U)
+    OV, QK = model.OV.AB, model.QK.AB  # [layer, head, d_model, d_model]
+    for W_A, W_B in ((OV[0, 1], QK[1, 0].T), (OV[0, 0], OV[1, 1])):  # K- and V-composition of a head pair
+        score = torch.linalg.matrix_norm(W_A @ W_B) / (torch.linalg.matrix_norm(W_A) * torch.linalg.matrix_norm(W_B))
+        f.add("composition_score", score, W_A=W_A, W_B=W_B)
     f.add(
         "k_composition_scores",
         composition_scores(model, "K")[0, :, 1, :],

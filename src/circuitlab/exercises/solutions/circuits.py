@@ -80,6 +80,18 @@ def copying_score(W_E, W_V, W_O, W_U):
     return (np.abs(eig) * (eig.real > 0)).sum(-1) / np.abs(eig).sum(-1)
 
 
+def composition_score(W_A, W_B):
+    """How much two circuits compose (Elhage et al. 2021): ||W_A W_B||_F / (||W_A||_F ||W_B||_F).
+
+    W_A, W_B: [d_model, d_model] (e.g. W_A = an earlier head's OV circuit, W_B = a later head's OV for
+    V-composition, or its W_QK^T = W_K W_Q^T for K-composition) -> a float in [0, 1]; 1 when W_B reads
+    exactly the subspace W_A writes, 0 when it ignores it.
+
+    Example: composition_score(np.eye(4), np.eye(4)) -> 0.5 (||I|| = 2).
+    """
+    return np.linalg.norm(W_A @ W_B) / (np.linalg.norm(W_A) * np.linalg.norm(W_B))
+
+
 def k_composition_scores(W_V0, W_O0, W_Q1, W_K1):
     """K-composition of every layer-0 head into every layer-1 head (Elhage et al. 2021):
     score[i, j] = ||W_OV^i W_K^j W_Q^j^T||_F / (||W_OV^i||_F ||W_K^j W_Q^j^T||_F), W_OV^i = W_V0^i W_O0^i.
