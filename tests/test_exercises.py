@@ -253,6 +253,15 @@ def mlp(x, W_in, b_in, W_out, b_out):
     return 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u**3))) @ w["W_out"] + b_out
 
 
+def _by_rows(f, x):
+    return np.stack([f(row) for row in x])
+
+
+def attention_scores(q, k):
+    """Right, but through a helper that loops."""
+    return _by_rows(lambda row: row / np.sqrt(q.shape[-1]), np.einsum("bqhe,bkhe->bhqk", q, k))
+
+
 def causal_mask(scores):
     """A Python loop over rows is allowed here (for this test)."""
     scores = scores.copy()
@@ -278,6 +287,8 @@ def test_loops_and_comprehensions_are_flagged_unless_the_docstring_allows(tmp_pa
     assert results["softmax"].status == "LOOP" and "a `for` loop (line 6)" in results["softmax"].message
     assert results["layer_norm"].status == "LOOP" and "list comprehension" in results["layer_norm"].message
     assert results["causal_mask"].status == "PASS"
+    assert results["attention_scores"].status == "LOOP"
+    assert "a list comprehension in _by_rows() (line 27)" in results["attention_scores"].message
     assert results["mlp"].status == "PASS"
     assert results["embed"].status == "MISSING"
 

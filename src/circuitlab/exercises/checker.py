@@ -185,20 +185,34 @@ def _over_names(node: ast.AST) -> bool:
 
 
 def find_loops(source: str) -> dict[str, list[tuple[int, str]]]:
-    """{function name: [(line, what), ...]} for the top-level functions of `source` whose docstring does
-    not allow loops; loops over literal collections or dict views (names, not array elements) pass."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        if LOOP_ALLOWED.search(ast.get_docstring(node) or ""):
-            continue
-        found[node.name] = sorted(
+    """{function name: [(line, what), ...]} for the top-level functions of `source`: their loops and those of
+    the functions they call, except in functions whose docstring allows loops; loops over literal
+    collections or dict views (names, not array elements) pass."""
+    funcs = {n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    own = {
+        name: []
+        if LOOP_ALLOWED.search(ast.get_docstring(node) or "")
+        else [
             (n.lineno, what)
             for n in ast.walk(node)
             for kind, what in LOOP_NODES.items()
             if isinstance(n, kind) and not _over_names(n)
-        )
+        ]
+        for name, node in funcs.items()
+    }
+    calls = {
+        name: {m.id for m in ast.walk(node) if isinstance(m, ast.Name) and m.id in funcs and m.id != name}
+        for name, node in funcs.items()
+    }
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in funcs:
+        seen, stack, loops = {name}, [name], set()
+        while stack:
+            current = stack.pop()
+            loops |= {(line, what if current == name else f"{what} in {current}()") for line, what in own[current]}
+            stack += sorted(calls[current] - seen)
+            seen |= calls[current]
+        found[name] = sorted(loops)
     return found
 
 
