@@ -15,6 +15,7 @@ import traceback
 
 from .. import __version__
 from . import census as census_cmd
+from . import exercises as exercises_cmd
 from . import info as info_cmd
 from . import patch as patch_cmd
 from . import report as report_cmd
@@ -30,6 +31,7 @@ COMMANDS = {
     "info": info_cmd,
     "serve": serve_cmd,
     "study": study_cmd,
+    "exercises": exercises_cmd,
 }
 
 
