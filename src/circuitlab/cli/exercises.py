@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+HELP = "NumPy problem sets with .npz tests: new DIR, check DIR, build, list"  # the line in `circuitlab --help`
+
 
 def add_parser(sub: Any) -> None:
     from ..exercises import DEFAULT_SET, SETS
 
     p = sub.add_parser(
         "exercises",
-        help="NumPy problem sets with .npz tests: new DIR, check DIR, build, list",
+        help=HELP,
         description="Problem sets for learners: functions to write in NumPy, tested against .npz fixtures. "
         f"Sets: {', '.join(SETS)}.",
     )
