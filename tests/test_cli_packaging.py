@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -81,9 +82,13 @@ def test_train_checks_its_output_folder_before_starting(tmp_path: Path, capsys) 
 def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> None:
     """Build the wheel from this checkout, install it (no dependencies fetched: torch and the rest come from
     the environment running the tests, seen through a .pth file) and run the command and a forward pass."""
+    checkout = tmp_path / "checkout"  # built from a copy, so that no build/ or egg-info lands in the tree
+    shutil.copytree(SRC, checkout / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, checkout],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
