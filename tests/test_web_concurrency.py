@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from circuitlab import HookedTransformer
 from circuitlab.web import Lab, Limits, create_app
@@ -112,3 +113,18 @@ def test_a_concurrent_burst_gets_the_serial_answers(request, kind: str, workers:
     assert not any(hp.has_hooks() for hp in model.hook_points())  # the served model itself carries nothing
     assert not any(m._forward_pre_hooks for m in model.modules())
     assert [m.training for m in model.modules()] == modes  # no flag flipped on it either
+
+
+def test_a_private_copy_shares_the_weights_and_nothing_else(text_model: HookedTransformer) -> None:
+    from circuitlab.web.replicas import private_copy
+
+    copy = private_copy(text_model)
+    assert all(a is b for a, b in zip(text_model.parameters(), copy.parameters(), strict=True))  # no weight memory
+    assert copy.cfg is not text_model.cfg and copy.tokenizer is not text_model.tokenizer
+    assert copy.hook_dict["hook_embed"] is not text_model.hook_dict["hook_embed"]
+    with copy.hooks([("hook_embed", lambda x, hook: x * 0)]):  # hooks on the copy never reach the original
+        assert not text_model.hook_dict["hook_embed"].has_hooks()
+        tokens = text_model.to_tokens("Alex Hart")
+        assert not torch.equal(copy(tokens), text_model(tokens))
+    torch.testing.assert_close(copy(tokens), text_model(tokens))  # the same weights: the same answers
+    assert not copy.training
