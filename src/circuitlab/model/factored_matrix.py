@@ -13,13 +13,22 @@ from functools import cached_property
 
 import torch
 
+from .errors import ShapeError
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """16-bit factors go up to float32 for eig / svd (not implemented in 16 bits), as TransformerLens does."""
+    return x.float() if x.dtype in _HALF else x
+
 
 class FactoredMatrix:
     def __init__(self, A: torch.Tensor, B: torch.Tensor) -> None:
         if A.ndim < 2 or B.ndim < 2:
-            raise ValueError(f"FactoredMatrix needs matrices, got A {tuple(A.shape)} and B {tuple(B.shape)}")
+            raise ShapeError(f"FactoredMatrix needs matrices, got A {tuple(A.shape)} and B {tuple(B.shape)}")
         if A.shape[-1] != B.shape[-2]:
-            raise ValueError(
+            raise ShapeError(
                 f"FactoredMatrix: A {tuple(A.shape)} and B {tuple(B.shape)} do not chain (A's last dim must equal "
                 "B's second-to-last)"
             )
@@ -34,23 +43,26 @@ class FactoredMatrix:
     def __matmul__(self, other: torch.Tensor | FactoredMatrix) -> FactoredMatrix | torch.Tensor:
         if isinstance(other, FactoredMatrix):
             return (self @ other.A) @ other.B
+        if other.shape[-2 if other.ndim >= 2 else -1] != self.rdim:
+            raise ShapeError(f"cannot multiply FactoredMatrix {tuple(self.shape)} by {tuple(other.shape)}")
         if other.ndim < 2:  # a vector: the result is a vector
             return (self.A @ (self.B @ other.unsqueeze(-1))).squeeze(-1)
-        if other.shape[-2] != self.rdim:
-            raise ValueError(f"cannot multiply FactoredMatrix {tuple(self.shape)} by {tuple(other.shape)}")
         # Keep the smaller inner dimension as the factorisation's hidden dimension.
         return FactoredMatrix(self.A, self.B @ other) if self.rdim > self.mdim else FactoredMatrix(self.AB, other)
 
     def __rmatmul__(self, other: torch.Tensor) -> FactoredMatrix | torch.Tensor:
+        if other.shape[-1] != self.ldim:
+            raise ShapeError(f"cannot multiply {tuple(other.shape)} by FactoredMatrix {tuple(self.shape)}")
         if other.ndim < 2:
             return ((other.unsqueeze(-2) @ self.A) @ self.B).squeeze(-2)
-        if other.shape[-1] != self.ldim:
-            raise ValueError(f"cannot multiply {tuple(other.shape)} by FactoredMatrix {tuple(self.shape)}")
         return FactoredMatrix(other @ self.A, self.B) if self.ldim > self.mdim else FactoredMatrix(other, self.AB)
 
     def __mul__(self, scalar: float | torch.Tensor) -> FactoredMatrix:
         if isinstance(scalar, torch.Tensor) and scalar.numel() != 1:
-            raise ValueError("FactoredMatrix can only be multiplied element-wise by a scalar")
+            raise ShapeError(
+                f"FactoredMatrix can only be multiplied element-wise by a scalar, got shape {tuple(scalar.shape)} "
+                "(use @ for matrix products)"
+            )
         return FactoredMatrix(self.A * scalar, self.B)
 
     __rmul__ = __mul__
@@ -64,7 +76,7 @@ class FactoredMatrix:
     def BA(self) -> torch.Tensor:
         """The product the other way round [..., mdim, mdim]; same non-zero eigenvalues as AB."""
         if self.ldim != self.rdim:
-            raise ValueError(f"BA needs a square FactoredMatrix, this one is {tuple(self.shape)}")
+            raise ShapeError(f"BA needs a square FactoredMatrix, this one is {tuple(self.shape)}")
         return self.B @ self.A
 
     @property
@@ -74,8 +86,8 @@ class FactoredMatrix:
     # ---- spectra ---------------------------------------------------------------------------------
     @cached_property
     def _svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        Ua, Sa, Vha = torch.linalg.svd(self.A, full_matrices=False)
-        Ub, Sb, Vhb = torch.linalg.svd(self.B, full_matrices=False)
+        Ua, Sa, Vha = torch.linalg.svd(_at_least_float32(self.A), full_matrices=False)
+        Ub, Sb, Vhb = torch.linalg.svd(_at_least_float32(self.B), full_matrices=False)
         middle = Sa[..., :, None] * (Vha @ Ub) * Sb[..., None, :]  # small: [min(l,m), min(m,r)]
         Um, Sm, Vhm = torch.linalg.svd(middle, full_matrices=False)
         U = Ua @ Um  # [..., ldim, k]
@@ -83,7 +95,7 @@ class FactoredMatrix:
         return U, Sm, V
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(U, S, Vh) with U @ diag(S) @ Vh.T == AB, computed from the factors only."""
+        """(U, S, Vh) with U @ diag(S) @ Vh.T == AB, computed from the factors only (float32 for 16-bit factors)."""
         return self._svd
 
     @property
@@ -100,8 +112,9 @@ class FactoredMatrix:
 
     @property
     def eigenvalues(self) -> torch.Tensor:
-        """Complex eigenvalues of AB that can be non-zero (those of the mdim x mdim matrix BA)."""
-        return torch.linalg.eigvals(self.BA)
+        """Complex eigenvalues of AB that can be non-zero (those of the mdim x mdim matrix BA); float32 for
+        16-bit factors. A non-square matrix raises `ShapeError` (an AssertionError, as in TransformerLens)."""
+        return torch.linalg.eigvals(_at_least_float32(self.BA))
 
     def norm(self) -> torch.Tensor:
         """Frobenius norm, per leading index."""
@@ -113,6 +126,8 @@ class FactoredMatrix:
         idx = idx if isinstance(idx, tuple) else (idx,)
         n_lead = self.ndim - 2
         n = len([i for i in idx if i is not None])
+        if n > n_lead + 2:
+            raise ShapeError(f"{idx} is too long an index for a FactoredMatrix with shape {tuple(self.shape)}")
         if n <= n_lead:
             return FactoredMatrix(self.A[idx], self.B[idx])
         lead = idx[:n_lead]
@@ -154,8 +169,10 @@ class FactoredMatrix:
         return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * self.Vh.transpose(-2, -1))
 
     def get_corner(self, k: int = 3) -> torch.Tensor:
-        """The top-left k x k block of AB (for printing), without building the rest."""
-        return self.A[..., :k, :] @ self.B[..., :, :k]
+        """The first k entries of every dimension of AB (leading dims too, as TransformerLens's
+        `utils.get_corner`), without building the rest."""
+        corner = self.A[..., :k, :] @ self.B[..., :, :k]
+        return corner[(slice(k),) * corner.ndim]
 
     def __repr__(self) -> str:
         return f"FactoredMatrix(shape={tuple(self.shape)}, hidden_dim={self.mdim})"
