@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -41,3 +43,17 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps `circuitlab.FactoredMatrix` (and the other class names) the class after the alias module of
+    the same name is imported (`from circuitlab.FactoredMatrix import FactoredMatrix`, TransformerLens's
+    path), which would otherwise bind the attribute to the module, as TransformerLens's own package does."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
