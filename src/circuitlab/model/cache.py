@@ -101,9 +101,11 @@ class ActivationCache:
         return len(self.cache_dict)
 
     # ---- housekeeping ----------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> ActivationCache:
-        """Move every activation to `device`, in place; returns self."""
+    def to(self, device: str | torch.device, move_model: bool = False) -> ActivationCache:
+        """Move every activation (and with `move_model` the model) to `device`, in place; returns self."""
         self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
+        if move_model:
+            self.model.to(device)
         return self
 
     def remove_batch_dim(self) -> ActivationCache:
