@@ -176,7 +176,9 @@ def detect_head(
     patterns = torch.stack([cache["pattern", layer] for layer in range(cfg.n_layers)])  # [layer, (1,) head, q, k]
     if cache.has_batch_dim:
         patterns = patterns[:, 0]
-    scores = _scores(patterns.float(), detection_pattern, exclude_bos, exclude_current_token, error_measure)
+    if patterns.dtype not in (torch.float32, torch.float64):
+        patterns = patterns.float()
+    scores = _scores(patterns, detection_pattern, exclude_bos, exclude_current_token, error_measure)
     matches = -torch.ones(cfg.n_layers, cfg.n_heads, dtype=cfg.dtype)
     for layer, layer_heads in _layer_to_heads(heads, cfg.n_layers, cfg.n_heads).items():
         matches[layer, layer_heads] = scores[layer, layer_heads].to(matches.dtype).cpu()

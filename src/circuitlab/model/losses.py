@@ -17,7 +17,10 @@ def lm_cross_entropy_loss(
     With `attention_mask` [batch, pos] (1 = real token), predictions from or of a masked token count 0
     and the mean is over the rest, as in TransformerLens.
     """
-    log_probs = F.log_softmax(logits[..., :-1, :].float(), dim=-1)  # [batch, pos - 1, vocab]
+    logits = logits[..., :-1, :]
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()  # 16-bit logits: the softmax in float32
+    log_probs = F.log_softmax(logits, dim=-1)  # [batch, pos - 1, vocab]
     predicted = log_probs.gather(-1, tokens[..., 1:, None]).squeeze(-1)  # [batch, pos - 1]
     if attention_mask is not None:
         next_token_mask = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
