@@ -17,13 +17,15 @@ from torch import nn
 from .model.errors import ShapeError
 from .model.factored_matrix import FactoredMatrix
 from .model.losses import lm_accuracy, lm_cross_entropy_loss
-from .model.mlp import gelu_fast, gelu_new, solu
+from .model.mlp import ACTIVATIONS, gelu_fast, gelu_new, solu
 from .model.names import get_act_name
 from .model.slice import Slice, SliceInput
 
 USE_DEFAULT_VALUE = None  # "use the model's default" (e.g. prepend_bos), as in TransformerLens
+ACTIVATION_FN_DICT = {**ACTIVATIONS, "solu": solu}  # act_fn name -> function (the MLP's own table)
 
 __all__ = [
+    "ACTIVATION_FN_DICT",
     "USE_DEFAULT_VALUE",
     "FactoredMatrix",
     "ShapeError",
@@ -38,6 +40,7 @@ __all__ = [
     "get_act_name",
     "get_corner",
     "get_device",
+    "get_nested_attr",
     "init_kaiming_normal_",
     "init_kaiming_uniform_",
     "init_xavier_normal_",
@@ -48,6 +51,8 @@ __all__ = [
     "lm_cross_entropy_loss",
     "override_or_use_default_value",
     "remove_batch_dim",
+    "repeat_along_head_dimension",
+    "set_nested_attr",
     "solu",
     "test_prompt",
     "to_numpy",
@@ -105,6 +110,25 @@ def is_lower_triangular(x: torch.Tensor) -> bool:
 def override_or_use_default_value(default_flag: Any, override: Any | None = None) -> Any:
     """`override` unless it is None, else `default_flag`."""
     return override if override is not None else default_flag
+
+
+def repeat_along_head_dimension(tensor: torch.Tensor, n_heads: int, clone_tensor: bool = True) -> torch.Tensor:
+    """[batch, pos, d_model] -> [batch, pos, n_heads, d_model] (a copy unless `clone_tensor=False`)."""
+    repeated = tensor[:, :, None, :].expand(-1, -1, n_heads, -1)
+    return repeated.clone() if clone_tensor else repeated
+
+
+def get_nested_attr(obj: Any, attr_str: str) -> Any:
+    """`obj.a.b.c` for "a.b.c"."""
+    for attr in attr_str.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def set_nested_attr(obj: Any, attr_str: str, value: Any) -> None:
+    """`obj.a.b.c = value` for "a.b.c"."""
+    *path, last = attr_str.split(".")
+    setattr(get_nested_attr(obj, ".".join(path)) if path else obj, last, value)
 
 
 def get_device() -> torch.device:

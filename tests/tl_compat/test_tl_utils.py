@@ -72,6 +72,14 @@ def test_small_helpers() -> None:
     assert utils.is_lower_triangular(torch.ones(3, 3).tril()) and not utils.is_lower_triangular(torch.ones(3, 3))
     assert utils.override_or_use_default_value(True, None) is True
     assert utils.override_or_use_default_value(True, False) is False
+    model = small_model()
+    assert utils.get_nested_attr(model, "blocks.1.attn.W_Q") is model.blocks[1].attn.W_Q
+    utils.set_nested_attr(model, "cfg.use_attn_result", True)
+    assert model.cfg.use_attn_result
+    resid = torch.randn(2, 3, 5)
+    heads = utils.repeat_along_head_dimension(resid, n_heads=4)
+    assert heads.shape == (2, 3, 4, 5) and torch.equal(heads[:, :, 3], resid)
+    assert utils.ACTIVATION_FN_DICT["gelu_new"] is utils.gelu_new and utils.ACTIVATION_FN_DICT["solu"] is utils.solu
     x = torch.linspace(-3, 3, 13)
     gelu_new = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     torch.testing.assert_close(utils.gelu_new(x), gelu_new)
