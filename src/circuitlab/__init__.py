@@ -8,6 +8,7 @@ use, so `import circuitlab.numpy_ref` works without loading torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -38,6 +39,8 @@ __all__ = [*_EXPORTS, "__version__"]
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # `circuitlab.utils` without importing it first
     raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")
 
 

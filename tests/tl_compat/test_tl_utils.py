@@ -181,3 +181,12 @@ def test_repeated_tokens_and_induction_loss() -> None:
     torch.testing.assert_close(loss, per_token[:, 11:].mean())
     with pytest.raises(ValueError, match="do not fit the context"):
         induction_loss(model)  # TL's default 2 x 384 tokens
+
+
+def test_submodules_reachable_as_attributes() -> None:
+    import circuitlab
+
+    assert circuitlab.utils.get_act_name("k6") == "blocks.6.attn.hook_k"  # `import circuitlab as tl; tl.utils`
+    assert callable(circuitlab.head_detector.detect_head) and callable(circuitlab.evals.induction_loss)
+    with pytest.raises(AttributeError):
+        circuitlab.no_such_module  # noqa: B018
