@@ -139,12 +139,13 @@ def test_real_llama_log_probs_equal_transformers_at_64_tokens(llama2c: Path) -> 
     torch.testing.assert_close(raw(ids).log_softmax(-1), expected, atol=ATOL, rtol=0)
 
 
-def test_real_llama_head_census_uses_its_bos_id_1(llama2c: Path) -> None:
+def test_real_llama_head_census_uses_its_bos_id_1(llama2c: Path, tmp_path: Path) -> None:
     from circuitlab.analysis import head_census, head_scores, make_probes
     from circuitlab.analysis.heads import model_bos_id
 
     model = HookedTransformer.from_pretrained(llama2c)
     assert model.tokenizer is None and model_bos_id(model) == 1  # read from its config.json
+    assert model_bos_id(HookedTransformer.load(model.save(tmp_path / "saved"))) == 1  # and kept by save / load
     census = head_census(model, batch=4, length=32, ablate=False)
     with_1 = head_scores(model, probes=make_probes(512, 512, batch=4, length=32, bos=1))
     with_0 = head_scores(model, probes=make_probes(512, 512, batch=4, length=32, bos=0))
