@@ -67,6 +67,17 @@ def test_indexing(fm: FactoredMatrix) -> None:
     torch.testing.assert_close(fm[1, 2, -1].AB, M[1, 2, -1:])  # TL 2.18 returns an empty matrix here
     with pytest.raises(ValueError, match="too long an index"):
         fm[0, 0, 1, 2, 3]
+    # `...` fills the dims not given; None adds a leading dim (newer TransformerLens's indexing)
+    torch.testing.assert_close(fm[..., 1].AB, M[..., 1:2])
+    torch.testing.assert_close(fm[..., -1, :].AB, M[..., -1:, :])
+    torch.testing.assert_close(fm[1, ..., 2:5, 3].AB, M[1, :, 2:5, 3:4])
+    torch.testing.assert_close(fm[None, ..., 2:5, :].AB, M[None, ..., 2:5, :])
+    torch.testing.assert_close(fm[torch.tensor([1, 0]), ..., 1].AB, M[torch.tensor([1, 0]), ..., 1:2])
+    assert fm[..., 1].mdim == fm.mdim and fm.V is fm.Vh  # newer TL's name for the right singular vectors
+    with pytest.raises(IndexError):
+        fm[..., ...]
+    with pytest.raises(ValueError, match="too long an index"):
+        fm[..., 0, 0, 0, 0, 0]
     torch.testing.assert_close(fm.unsqueeze(0).AB, M[None])
 
 

@@ -111,6 +111,11 @@ class FactoredMatrix:
         return self._svd[2]
 
     @property
+    def V(self) -> torch.Tensor:
+        """The right singular vectors as columns [..., rdim, k] (newer TransformerLens's name for `Vh`)."""
+        return self._svd[2]
+
+    @property
     def eigenvalues(self) -> torch.Tensor:
         """Complex eigenvalues of AB that can be non-zero (those of the mdim x mdim matrix BA); float32 for
         16-bit factors. A non-square matrix raises `ShapeError` (an AssertionError, as in TransformerLens)."""
@@ -122,24 +127,37 @@ class FactoredMatrix:
 
     # ---- reshaping -------------------------------------------------------------------------------
     def __getitem__(self, idx: int | slice | tuple) -> FactoredMatrix:
-        """Index leading dims like a tensor; one or two extra indices select rows and then columns."""
+        """Index like the tensor AB without building it: leading dims first, then rows, then columns.
+
+        An int row or column keeps its dim (the result stays a matrix); `...` fills the dims not given
+        (so `fm[..., 1]` is column 1); None adds a leading dim.
+        """
         idx = idx if isinstance(idx, tuple) else (idx,)
-        n_lead = self.ndim - 2
-        n = len([i for i in idx if i is not None])
-        if n > n_lead + 2:
+        ellipses = [k for k, i in enumerate(idx) if i is Ellipsis]
+        if len(ellipses) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        n_real = sum(i is not None and i is not Ellipsis for i in idx)
+        if n_real > self.ndim:
             raise ShapeError(f"{idx} is too long an index for a FactoredMatrix with shape {tuple(self.shape)}")
-        if n <= n_lead:
-            return FactoredMatrix(self.A[idx], self.B[idx])
-        lead = idx[:n_lead]
-        rows = idx[n_lead]
-        if not isinstance(rows, slice | torch.Tensor | list):
-            rows = slice(rows, rows + 1 if rows != -1 else None)  # keep the matrix two-dimensional
-        if n == n_lead + 1:
-            return FactoredMatrix(self.A[(*lead, rows)], self.B[lead])
-        cols = idx[n_lead + 1]
-        if not isinstance(cols, slice | torch.Tensor | list):
-            cols = slice(cols, cols + 1 if cols != -1 else None)
-        return FactoredMatrix(self.A[(*lead, rows)], self.B[(*lead, slice(None), cols)])
+        if ellipses:
+            k = ellipses[0]
+            idx = (*idx[:k], *(slice(None),) * (self.ndim - n_real), *idx[k + 1 :])
+        n_lead = self.ndim - 2
+        lead: list = []
+        matrix: list = []  # the row and column indices
+        for i in idx:
+            if i is not None and sum(j is not None for j in lead) >= n_lead:
+                matrix.append(i)
+            elif matrix:
+                raise IndexError("None (a new axis) is only supported among the leading dims of a FactoredMatrix")
+            else:
+                lead.append(i)
+        A, B = self.A[tuple(lead)], self.B[tuple(lead)]
+        if matrix:
+            A = A[..., _keep_dim(matrix[0]), :]
+        if len(matrix) == 2:
+            B = B[..., :, _keep_dim(matrix[1])]
+        return FactoredMatrix(A, B)
 
     @property
     def ndim(self) -> int:
@@ -176,3 +194,10 @@ class FactoredMatrix:
 
     def __repr__(self) -> str:
         return f"FactoredMatrix(shape={tuple(self.shape)}, hidden_dim={self.mdim})"
+
+
+def _keep_dim(index: object) -> object:
+    """An int row / column index as a length-1 slice, so indexing keeps the matrix two-dimensional."""
+    if isinstance(index, int):
+        return slice(index, index + 1 if index != -1 else None)
+    return index
