@@ -13,6 +13,7 @@ from .analysis.head_detector import (
     get_previous_token_head_detection_pattern,
     get_supported_heads,
 )
+from .utils import is_lower_triangular, is_square  # TL's head_detector module has them too
 
 __all__ = [
     "HEAD_NAMES",
@@ -26,4 +27,6 @@ __all__ = [
     "get_induction_head_detection_pattern",
     "get_previous_token_head_detection_pattern",
     "get_supported_heads",
+    "is_lower_triangular",
+    "is_square",
 ]

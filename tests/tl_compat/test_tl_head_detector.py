@@ -10,6 +10,7 @@ from circuitlab import HookedTransformer
 from circuitlab.analysis.heads import attention_to
 from circuitlab.head_detector import (
     HEAD_NAMES,
+    compute_head_attention_similarity_score,
     detect_head,
     get_duplicate_token_head_detection_pattern,
     get_induction_head_detection_pattern,
@@ -67,6 +68,8 @@ def test_head_detection(built: HookedTransformer, seq: torch.Tensor) -> None:
     assert (only[1, 0] == induction_scores[1, 0]) and (only.flatten()[:2] == -1).all() and only[1, 1] == -1
     torch.testing.assert_close(everywhere, torch.ones(2, 2, dtype=torch.float64))
     assert cache["pattern", 0][:, :, 0].abs().sum() > 0  # detect_head left the cache alone (TL zeroes it)
+    per_head = compute_head_attention_similarity_score(cache["pattern", 1][0], D_ind)  # "mul", nothing excluded
+    assert per_head == pytest.approx(induction_scores[1, 0].item())
 
 
 def test_builtin_patterns_and_bad_input(built: HookedTransformer) -> None:

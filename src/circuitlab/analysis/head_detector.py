@@ -92,9 +92,9 @@ def compute_head_attention_similarity_score(
     attention_pattern: torch.Tensor,
     detection_pattern: torch.Tensor,
     *,
-    exclude_bos: bool,
-    exclude_current_token: bool,
-    error_measure: ErrorMeasure,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    error_measure: ErrorMeasure = "mul",
 ) -> float:
     """TL's score of one head's [query, key] pattern (see the module docstring); the input is not modified."""
     if attention_pattern.ndim != 2 or attention_pattern.shape[0] != attention_pattern.shape[1]:
