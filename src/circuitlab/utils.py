@@ -49,6 +49,7 @@ __all__ = [
     "is_square",
     "lm_accuracy",
     "lm_cross_entropy_loss",
+    "override_or_use_default_flag",
     "override_or_use_default_value",
     "remove_batch_dim",
     "repeat_along_head_dimension",
@@ -129,6 +130,9 @@ def set_nested_attr(obj: Any, attr_str: str, value: Any) -> None:
     """`obj.a.b.c = value` for "a.b.c"."""
     *path, last = attr_str.split(".")
     setattr(get_nested_attr(obj, ".".join(path)) if path else obj, last, value)
+
+
+override_or_use_default_flag = override_or_use_default_value  # its earlier TransformerLens name
 
 
 def get_device() -> torch.device:

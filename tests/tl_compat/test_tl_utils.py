@@ -72,6 +72,8 @@ def test_small_helpers() -> None:
     assert utils.is_lower_triangular(torch.ones(3, 3).tril()) and not utils.is_lower_triangular(torch.ones(3, 3))
     assert utils.override_or_use_default_value(True, None) is True
     assert utils.override_or_use_default_value(True, False) is False
+    assert utils.override_or_use_default_flag(default_flag=False) is False  # the earlier name
+    assert utils.Slice(torch.tensor(0)).mode == "int" and (utils.Slice(0).indices(2) == np.array(0)).all()
     model = small_model()
     assert utils.get_nested_attr(model, "blocks.1.attn.W_Q") is model.blocks[1].attn.W_Q
     utils.set_nested_attr(model, "cfg.use_attn_result", True)
