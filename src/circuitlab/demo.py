@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\n2. head census (thresholds fixed in circuitlab.analysis.census.THRESHOLDS):")
     census = head_census(model, task=task)
-    print("   " + census.table().replace("\n", "\n   "))
+    print("   " + str(census.table()).replace("\n", "\n   "))
     print(f"   clean loss {census.clean_loss:.3f}; 'ablation dloss' = loss increase with the head mean-ablated")
     census.to_csv(args.out / "census.csv")
 

@@ -237,12 +237,16 @@ def test_prompt(
     if prepend_space_to_answer:
         answers = [a if a.startswith(" ") else " " + a for a in answers]
     if len(answers) == 1:
-        result = run_test(model, prompt, answers[0], top_k=top_k, prepend_bos=prepend_bos, print_details=print_details)
+        kwargs = dict(top_k=top_k, prepend_bos=prepend_bos, print_details=print_details, return_result=True)
+        result = run_test(model, prompt, answers[0], **kwargs)
         if not print_details:  # TransformerLens prints the ranks either way
             print(f"Ranks of the answer tokens: {list(zip(result.answer_tokens, result.ranks, strict=True))}")
         return
     firsts = [model.to_tokens(a, prepend_bos=False)[0, :1].cpu() for a in answers]
-    results = [run_test(model, prompt, i, top_k=top_k, prepend_bos=prepend_bos, print_details=False) for i in firsts]
+    results = [
+        run_test(model, prompt, i, top_k=top_k, prepend_bos=prepend_bos, print_details=False, return_result=True)
+        for i in firsts
+    ]
     if print_details:
         print("Tokenized prompt:", results[0].prompt_tokens)
         print("Tokenized answers:", [model.to_str_tokens(a, prepend_bos=False) for a in answers])
