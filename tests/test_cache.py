@@ -247,3 +247,15 @@ def test_toggle_autodiff_and_move_model(tokens: torch.Tensor) -> None:
     finally:
         torch.set_grad_enabled(True)
     assert cache.to("cpu", move_model=True) is cache
+
+
+@pytest.mark.parametrize("name", ["gated_mlp_rms_silu", "parallel_attn_mlp", "rotary", "gqa", "solu_ln", "llama_like"])
+def test_full_decomposition_sums_for_every_block_kind(name: str, tokens: torch.Tensor) -> None:
+    from .conftest import CONFIGS
+
+    model = small_model(dtype=torch.float64, **CONFIGS[name])
+    _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache.get_full_resid_decomposition().sum(0), cache["resid_post", 1])
+    if not model.cfg.parallel_attn_mlp:  # parallel blocks have no resid_mid
+        mid = cache.get_full_resid_decomposition(1, mlp_input=True, expand_neurons=False)
+        torch.testing.assert_close(mid.sum(0), cache["resid_mid", 1])
