@@ -206,7 +206,8 @@ def check_fits(cfg: HookedTransformerConfig, source: str | Path) -> None:
     need = sum(t.numel() * t.element_size() for t in [*meta.parameters(), *meta.buffers()])
     have = _memory_bytes()
     if need > have:
-        name, biggest = max(meta.state_dict().items(), key=lambda item: item[1].numel())
+        tensors = [*meta.named_parameters(), *meta.named_buffers()]
+        name, biggest = max(tensors, key=lambda item: item[1].numel())
         raise CheckpointError(
             f"{source}: this config has {n_params:,} parameters needing {need / 2**30:,.1f} GiB, more than this "
             f"machine's {have / 2**30:,.1f} GiB of memory (largest: {name} {list(biggest.shape)}); "
