@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitlab import HookedTransformer
+from circuitlab import CheckpointError, HookedTransformer
 from circuitlab.cli import main as cli_main
+from circuitlab.runs import open_run
 from circuitlab.tasks import RepeatedTokens
 from circuitlab.training import TrainingConfig, from_preset, list_checkpoints, train
 
@@ -78,6 +79,10 @@ def test_run_directory_and_metrics(tmp_path: Path) -> None:
         train(_tiny()[1], task, cfg, out_dir=run, progress=False)
     with pytest.raises(ValueError, match=r"config differs in \['training'\]"):
         train(_tiny()[1], task, TrainingConfig(**{**TINY_TRAIN, "lr": 1e-3}), out_dir=run, resume=True, progress=False)
+    config["model"]["n_ctx"] = 10**12  # a corrupt run config: refused before allocating the checkpoint's model
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config\.json: this config has .* GiB"):
+        open_run(run).model_at(10)
 
 
 CHILD = """

@@ -209,8 +209,8 @@ def check_fits(cfg: HookedTransformerConfig, source: str | Path) -> None:
         tensors = [*meta.named_parameters(), *meta.named_buffers()]
         name, biggest = max(tensors, key=lambda item: item[1].numel())
         raise CheckpointError(
-            f"{source}: this config has {n_params:,} parameters needing {need / 2**30:,.1f} GiB, more than this "
-            f"machine's {have / 2**30:,.1f} GiB of memory (largest: {name} {list(biggest.shape)}); "
+            f"{source}: this config has {n_params:,} parameters; with its buffers it needs {need / 2**30:,.1f} GiB, "
+            f"more than this machine's {have / 2**30:,.1f} GiB of memory (largest: {name} {list(biggest.shape)}); "
             "check n_ctx, d_model, d_vocab and n_layers"
         )
 
