@@ -84,3 +84,30 @@ def _walk(model: HookedTransformer) -> None:
     native_lens, native_lens_labels = logit_lens(cache, answer_tokens[:, 0], answer_tokens[:, 1], incl_mid=True)
     assert lens_labels == native_lens_labels
     torch.testing.assert_close(lens_diffs + bias_diff, native_lens, atol=1e-5, rtol=0)
+
+
+def test_logit_attrs_take_tl_slices(model: HookedTransformer) -> None:
+    """TL's own logit_attrs checks: batch / pos slices as ints, Slice objects and lists; stacks without a batch."""
+    from circuitlab.utils import Slice
+
+    tokens = model.to_tokens(PROMPTS)
+    answer = torch.tensor([[model.to_single_token(a) for a in pair] for pair in ANSWERS])
+    _, cache = model.run_with_cache(tokens)
+    acc = cache.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1)  # [component, batch, d_model]
+    directions = model.tokens_to_residual_directions(answer)
+    ref = (cache.apply_ln_to_stack(acc, layer=-1, pos_slice=-1) * (directions[:, 0] - directions[:, 1])).sum(-1)
+    b = -1
+    for kwargs in (
+        dict(batch_slice=b, pos_slice=Slice(-1), tokens=answer[b, 0], incorrect_tokens=answer[b, 1]),
+        dict(batch_slice=Slice(b), pos_slice=-1, tokens=int(answer[b, 0]), incorrect_tokens=int(answer[b, 1])),
+    ):
+        torch.testing.assert_close(cache.logit_attrs(acc, **kwargs), ref[:, b])
+    no_batch = cache.logit_attrs(
+        acc[:, b], has_batch_dim=False, batch_slice=b, pos_slice=-1, tokens=answer[b, 0], incorrect_tokens=answer[b, 1]
+    )
+    torch.testing.assert_close(no_batch, ref[:, b])
+    rows = [1, 0]
+    picked = cache.logit_attrs(acc, batch_slice=rows, pos_slice=-1, tokens=answer[rows, 0], incorrect_tokens=answer[rows, 1])
+    torch.testing.assert_close(picked, ref[:, rows])
+    with pytest.raises(ValueError):
+        cache.logit_attrs(acc, pos_slice=-1, tokens=answer[:, 0], incorrect_tokens=answer[:1, 1])
