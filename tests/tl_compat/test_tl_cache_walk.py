@@ -107,7 +107,9 @@ def test_logit_attrs_take_tl_slices(model: HookedTransformer) -> None:
     )
     torch.testing.assert_close(no_batch, ref[:, b])
     rows = [1, 0]
-    picked = cache.logit_attrs(acc, batch_slice=rows, pos_slice=-1, tokens=answer[rows, 0], incorrect_tokens=answer[rows, 1])
+    picked = cache.logit_attrs(
+        acc, batch_slice=rows, pos_slice=-1, tokens=answer[rows, 0], incorrect_tokens=answer[rows, 1]
+    )
     torch.testing.assert_close(picked, ref[:, rows])
     with pytest.raises(ValueError):
         cache.logit_attrs(acc, pos_slice=-1, tokens=answer[:, 0], incorrect_tokens=answer[:1, 1])
