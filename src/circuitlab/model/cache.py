@@ -2,7 +2,10 @@
 
 Indexing follows TransformerLens: `cache["blocks.0.attn.hook_pattern"]`, `cache["pattern", 0]`,
 `cache["resid_pre", -1]`, `cache["scale", 2, "ln1"]`. The decomposition methods return stacks
-[component, batch, pos, d_model] that sum to the residual stream they decompose.
+[component, batch, pos, d_model] that sum to the residual stream they decompose. Every `pos_slice` /
+`batch_slice` / `neuron_slice` takes what TransformerLens's `Slice` takes (int, tuple, slice, list,
+tensor, `Slice`). One deliberate difference: with `incl_remainder` and layer 0 the remainder is the
+stream entering layer 0 (TransformerLens 2.18 takes the last layer's output there, a bug).
 """
 
 from __future__ import annotations
