@@ -167,6 +167,8 @@ def test_neuron_results_and_full_decomposition_sum_to_the_stream(tokens: torch.T
     assert stack.shape == (9, 3, 11, 32)
     torch.testing.assert_close(stack.sum(0), cache["resid_post", 1])
     assert cache.stack_neuron_results(1, neuron_slice=7, return_labels=True)[1] == ["L0N7"]
+    for stack in (cache.stack_neuron_results(0, incl_remainder=True), cache.stack_head_results(0, incl_remainder=True)):
+        torch.testing.assert_close(stack[0], cache["resid_pre", 0])  # TL 2.18 wraps to the last layer here
 
     full, labels = cache.get_full_resid_decomposition(return_labels=True)
     assert labels[:2] == ["L0H0", "L0H1"] and labels[-3:] == ["embed", "pos_embed", "bias"]
