@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> None:
         description="Serve the web lab: a page where you type a prompt and see the tokens with their top "
         "predictions, any head's attention pattern, the head census and a residual-stream patching heatmap. "
         "MODEL_OR_RUN: a run directory (from `circuitlab train`), a folder written by model.save, a Hugging "
-        "Face model folder, or a preset name trained in memory; default: the induction preset (a few "
-        "seconds of training).",
+        "Face model folder, or a preset name trained in memory; default: the induction preset (600 "
+        "steps, 10 s on one thread here).",
     )
     p.add_argument("model", nargs="?", metavar="MODEL_OR_RUN", help="what to serve (default: the induction preset)")
     p.add_argument("--host", default=LOOPBACK, help=f"address to bind (default {LOOPBACK}: this machine only)")
