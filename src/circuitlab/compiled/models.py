@@ -65,8 +65,9 @@ def duplicate_token(batch: int = 32, length: int = 10, d_vocab: int = 32, seed: 
     """L0H0 is a duplicate-token detector: each query attends to an earlier copy of its own token (never
     itself), else to BOS, and writes the `nonbos` flag of what it found into `dup`; the logit of YES
     (token 1) reads `dup`, NO (token 2) reads a constant. Distractors: L0H1 previous-token copy into
-    `scratch`; L1H0 reads the detector's `dup` (a real edge from L0H0) and moves it into `scratch2`. Task: BOS + distinct tokens whose last one repeats an
-    earlier one; corrupted: half the rows change the last token, half the earlier copy, to a fresh token."""
+    `scratch`; L1H0 reads the detector's `dup` (a real edge from L0H0) and moves it into `scratch2`.
+    Task: BOS + distinct tokens whose last one repeats an earlier one; corrupted: half the rows
+    change the last token, half the earlier copy, to a fresh token."""
     n_ctx = length + 1
     spaces = {"dup": 1, "scratch": d_vocab, "scratch2": 1}
     b = Builder(d_vocab, n_ctx, n_layers=2, n_heads=2, spaces=spaces, d_head=d_vocab + n_ctx + 1, flags={"nonbos": 1})
