@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..analysis.discovery.problems import Problem, TargetLogitDiff, relabel_tokens
+from ..analysis.discovery.problems import Problem, TargetLogitDiff, unrepeated_tokens
 from .builder import Builder
 
 STRENGTH = 12.0  # attention score of an intended match: softmax weight ~1 - n e^-12
@@ -25,8 +25,8 @@ def induction(batch: int = 16, chunk: int = 8, d_vocab: int = 24, seed: int = 0)
     """Two layers: L0H0 previous-token head (copies the token into `prev`), L1H0 induction head (its key
     reads `prev` from L0H0: K-composition; it copies the attended token to the logits). Distractors: L0H1
     copies the current token into `scratch`, L1H1 moves `scratch` into `scratch2`; nothing reads them.
-    Task: BOS + A + A; the metric is the logit difference clean target - corrupted target over the second
-    copy; corrupted = the same sequences with the tokens relabelled."""
+    Task: BOS + A + A; the metric is the logit difference clean target - corrupted token over the second
+    copy; corrupted = BOS + distinct fresh tokens (no repeat, so the induction head's pattern changes too)."""
     n_ctx = 2 * chunk + 1
     spaces = {"prev": d_vocab, "out": d_vocab, "scratch": d_vocab, "scratch2": d_vocab}
     b = Builder(d_vocab, n_ctx, n_layers=2, n_heads=2, spaces=spaces, d_head=max(d_vocab, n_ctx))
@@ -42,7 +42,7 @@ def induction(batch: int = 16, chunk: int = 8, d_vocab: int = 24, seed: int = 0)
     gen = torch.Generator().manual_seed(seed)
     first = _distinct(batch, chunk, 1, d_vocab, gen)
     clean = torch.cat([torch.zeros(batch, 1, dtype=torch.long), first, first], dim=1)
-    corrupted = relabel_tokens(clean, d_vocab, seed + 1)
+    corrupted = unrepeated_tokens(clean, d_vocab, seed + 1)
     mask = torch.zeros_like(clean, dtype=torch.bool)
     mask[:, chunk + 1 : 2 * chunk] = True  # second copy, each position predicting the next repeated token
     nxt = lambda t: torch.cat([t[:, 1:], t[:, :1]], dim=1)  # noqa: E731  (target at each position)

@@ -63,12 +63,58 @@ class Problem:
         return mask
 
 
-def relabel_tokens(tokens: torch.Tensor, d_vocab: int, seed: int, keep: tuple[int, ...] = (0,)) -> torch.Tensor:
-    """The same sequences with every token id (except those in `keep`) moved along a random cycle per row
-    (so no token keeps its id): same structure (repeats, positions), different tokens."""
+def unrepeated_tokens(tokens: torch.Tensor, d_vocab: int, seed: int, bos: int = 0) -> torch.Tensor:
+    """Fresh sequences of the same shape: BOS (where `tokens` has it) and distinct random tokens, so nothing
+    repeats and an induction head finds no match (its attention pattern changes, not only its values)."""
     gen = torch.Generator().manual_seed(seed)
-    free = torch.tensor([t for t in range(d_vocab) if t not in keep])
-    order = free[torch.rand(tokens.shape[0], len(free), generator=gen).argsort(-1)]  # [batch, free]
-    table = torch.arange(d_vocab).repeat(tokens.shape[0], 1)  # [batch, vocab]
-    table.scatter_(1, order, order.roll(-1, dims=1))  # order[i] -> order[i + 1]
-    return table.gather(1, tokens)
+    free = torch.tensor([t for t in range(d_vocab) if t != bos])
+    if len(free) < tokens.shape[1]:
+        raise ValueError(f"need at least {tokens.shape[1]} non-BOS token ids for distinct tokens, have {len(free)}")
+    fresh = free[torch.rand(tokens.shape[0], len(free), generator=gen).argsort(-1)[:, : tokens.shape[1]]]
+    return torch.where(tokens == bos, tokens, fresh)
+
+
+def induction_edges(prev: list[tuple[int, int]], induction: list[tuple[int, int]]) -> list[str]:
+    """The induction circuit's edges: each previous-token head reads the token (V); each induction head's
+    key reads each previous-token head (K-composition), its query and value read the token, and it writes
+    the logits."""
+    name = lambda h: f"a{h[0]}.h{h[1]}"  # noqa: E731
+    edges = [f"input->{name(p)}<v>" for p in prev]
+    for i in induction:
+        edges += [f"{name(p)}->{name(i)}<k>" for p in prev]
+        edges += [f"input->{name(i)}<q>", f"input->{name(i)}<v>", f"{name(i)}->logits"]
+    return edges
+
+
+def _heads_above(scores: torch.Tensor, layer: int, level: float) -> list[tuple[int, int]]:
+    """Heads of `layer` whose score reaches `level`, else the single best one."""
+    row = scores[layer]
+    picked = (row >= level).nonzero().flatten().tolist() or [int(row.argmax())]
+    return [(layer, h) for h in picked]
+
+
+def induction_problem(model: HookedTransformer, task, batch: int = 32, seed: int = 0) -> Problem:
+    """A trained 2-layer model on `repeated_tokens`: clean = task sequences, corrupted = sequences of fresh
+    distinct tokens (nothing repeats), metric = logit difference clean target - the corrupted sequence's
+    token at the same place, over the scored repeated positions. The agreed circuit joins the layer-0
+    previous-token heads to the layer-1 induction heads (the census levels: previous-token attention >= 0.4,
+    induction >= 0.3; the best head if none)."""
+    from ..census import INDUCTION, THRESHOLDS
+    from ..heads import head_scores
+
+    scores = head_scores(model, seed=seed).scores
+    prev = _heads_above(scores["previous_token"], 0, THRESHOLDS["previous-token"][1])
+    ind = _heads_above(scores["induction"], 1, INDUCTION[1])
+    data = task.generate(batch, seed)
+    corrupted = unrepeated_tokens(data.tokens, model.cfg.d_vocab, seed + 1, task.bos)
+    distractors = torch.cat([corrupted[:, 1:], corrupted[:, :1]], dim=1)  # the corrupted "next token"
+    label = lambda heads: ", ".join(f"L{l}H{h}" for l, h in heads)  # noqa: E731
+    return Problem(
+        "induction (trained)",
+        model,
+        data.tokens,
+        corrupted,
+        TargetLogitDiff(data.targets, distractors, data.loss_mask),
+        induction_edges(prev, ind),
+        f"previous-token heads {label(prev)} -> K input of induction heads {label(ind)} -> logits",
+    )
