@@ -70,3 +70,16 @@ def test_true_circuit_is_faithful_and_methods_find_it(problem):
         assert roc_auc(scores, truth) >= 0.95, method
     found = acdc(problem.model, problem.clean, problem.corrupted, problem.metric, threshold=0.01, experiment=exp)
     assert set(found.edges) == set(problem.true_edges)
+
+
+def test_induction_problem_finds_the_built_heads_from_their_scores():
+    """`induction_problem` names the agreed circuit from head scores: on the built model, the built heads."""
+    from circuitlab.analysis.discovery.problems import induction_problem
+    from circuitlab.tasks import make_task
+
+    built = induction(batch=2, chunk=8)
+    task = make_task("repeated_tokens", vocab=24, length=17, min_chunk=3, max_chunk=8, max_gap=0)
+    problem = induction_problem(built.model, task, batch=16)
+    assert problem.true_edges == built.true_edges
+    exp = Ablation(problem.model, problem.clean, problem.corrupted, problem.metric)
+    assert exp.evaluate(Circuit(exp.graph, problem.truth)) > 0.99

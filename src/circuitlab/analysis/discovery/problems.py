@@ -118,3 +118,34 @@ def induction_problem(model: HookedTransformer, task, batch: int = 32, seed: int
         induction_edges(prev, ind),
         f"previous-token heads {label(prev)} -> K input of induction heads {label(ind)} -> logits",
     )
+
+
+class TargetLogProb:
+    """Mean log-probability of the scored targets (`Batch.targets` / `loss_mask`): logits [..., b, p, v] -> [...]."""
+
+    def __init__(self, targets: torch.Tensor, mask: torch.Tensor) -> None:
+        if not mask.any():
+            raise ValueError("the task's loss mask scores no position: nothing to measure")
+        self.targets, self.mask = targets.long(), mask.bool()
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        log_probs = logits.log_softmax(-1)
+        ids = self.targets.to(logits.device).expand(*logits.shape[:-1])[..., None]
+        picked = log_probs.gather(-1, ids).squeeze(-1)  # [..., batch, pos]
+        mask = self.mask.to(logits.device)
+        return (picked * mask).sum((-2, -1)) / mask.sum()
+
+
+def task_problem(model: HookedTransformer, task, batch: int = 32, seed: int = 0) -> Problem:
+    """A discovery problem for any task: `repeated_tokens` on a model of 2+ layers gets `induction_problem`
+    (with its agreed circuit); any other task compares its batch with another batch of the same task
+    (seed + 1) under the mean log-probability of the scored targets, with no known circuit."""
+    if getattr(task, "name", None) == "repeated_tokens" and model.cfg.n_layers >= 2:
+        return induction_problem(model, task, batch, seed)
+    data = task.generate(batch, seed)
+    corrupted = task.generate(batch, seed + 1).tokens
+    if corrupted.shape != data.tokens.shape:
+        raise ValueError(f"task {task.name!r} draws sequences of varying length: clean and corrupted must match")
+    return Problem(
+        task.name, model, data.tokens, corrupted, TargetLogProb(data.targets, data.loss_mask), [], "no known circuit"
+    )
