@@ -109,10 +109,15 @@ class Ablation:
         corrupted: torch.Tensor | None,
         metric: Metric,
         ablation: str = "corrupted",
-        chunk: int = 16,
+        chunk: int | None = None,
+        memory_budget: float = 2**28,
     ) -> None:
-        self.model, self.clean, self.metric, self.chunk = model, clean, metric, chunk
+        """`chunk` circuits run together (default: as many as fit `memory_budget` bytes of the per-run
+        sender buffer [circuit, batch, pos, sender, d_model], at least 1 and at most 64)."""
+        self.model, self.clean, self.metric = model, clean, metric
         self.graph = Graph.from_model(model)
+        per_circuit = clean.numel() * len(self.graph.senders) * model.cfg.d_model * model.cfg.dtype.itemsize
+        self.chunk = chunk or int(max(1, min(64, memory_budget // per_circuit)))
         self.ablated = ablated_activations(model, clean, corrupted, ablation, self.graph)
         full = torch.ones(2, self.graph.n_edges, dtype=torch.bool)
         full[1] = False
