@@ -11,6 +11,7 @@ import traceback
 
 from . import census as census_cmd
 from . import circuit as circuit_cmd
+from . import exercises as exercises_cmd
 from . import info as info_cmd
 from . import patch as patch_cmd
 from . import report as report_cmd
@@ -27,6 +28,7 @@ COMMANDS = {
     "serve": serve_cmd,
     "study": study_cmd,
     "circuit": circuit_cmd,
+    "exercises": exercises_cmd,
 }
 
 
