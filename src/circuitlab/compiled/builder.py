@@ -68,10 +68,10 @@ class Builder:
     def dims(self, name: str) -> torch.Tensor:
         return torch.arange(self.offsets[name], self.offsets[name] + self.sizes[name])
 
-    def set_flag(self, name: str, tokens: list[int]) -> None:
-        """A 1-dimensional token feature (declared in `flags`): 1 on `tokens`."""
+    def set_flag(self, name: str, tokens: list[int], value: float = 1.0) -> None:
+        """A 1-dimensional token feature (declared in `flags`): `value` on `tokens`."""
         with torch.no_grad():
-            self.model.embed.W_E[tokens, self.offsets[name]] = 1.0
+            self.model.embed.W_E[tokens, self.offsets[name]] = value
 
     def _attn(self, layer: int, head: int):
         return self.model.blocks[layer].attn
@@ -135,6 +135,18 @@ class Builder:
         with torch.no_grad():
             mlp.W_in[self.dims(src), n] = 1.0
             mlp.W_out[n, self.dims(dst)] = 1.0
+
+    def neuron(
+        self, layer: int, index: int, read: dict[str, float], write: dict[str, float], bias: float = 0.0
+    ) -> None:
+        """MLP neuron `index`: relu(sum w * x_space + bias) over 1-dimensional spaces, written with weights."""
+        mlp = self.model.blocks[layer].mlp
+        with torch.no_grad():
+            for space, w in read.items():
+                mlp.W_in[self.offsets[space], index] = w
+            mlp.b_in[index] = bias
+            for space, w in write.items():
+                mlp.W_out[index, self.offsets[space]] = w
 
     def read_out(self, space: str, scale: float = 1.0, tokens: list[int] | None = None) -> None:
         """Unembed: logit of token i reads dimension i of `space` (or `space`'s one dimension for each of

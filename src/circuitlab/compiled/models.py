@@ -2,8 +2,9 @@
 
 The true edges are the ones along which the clean / corrupted difference reaches the metric: an edge that
 carries only what both runs share (here the positions, which the corruptions keep) changes nothing when
-ablated, so it is not part of the circuit under that intervention. Every model has distractor heads that
-write clean / corrupted-dependent values into the residual stream that nothing downstream reads.
+ablated, so it is not part of the circuit under that intervention. Every model has distractors that write
+clean / corrupted-dependent values into the residual stream that do not reach the metric; `gated_mlp` is
+built so that first-order attribution (EAP) ranks its circuit wrongly.
 """
 
 from __future__ import annotations
@@ -148,7 +149,60 @@ def copy_position(batch: int = 16, length: int = 10, d_vocab: int = 24, seed: in
     )
 
 
-KNOWN = {"induction": induction, "duplicate-token": duplicate_token, "copy-position": copy_position}
+def gated_mlp(batch: int = 16, length: int = 4, seed: int = 0) -> Problem:
+    """Built to separate first-order from integrated attribution. m0 has a gate neuron relu(2 trig - 1): off
+    on the clean token at position 1 (gradient exactly 0), on for the corrupted one; L1H0 attends to position 1
+    and moves the gate's output (`fired`) to the YES logit. m1 is a distractor that writes |sign| of the last
+    token (relu(s) + relu(-s)) to the YES logit: the corruption flips the sign (+1 -> -1), so |sign| and the
+    logits never change, yet the clean gradient says the edge input -> m1 matters. EAP ranks the true edge
+    input -> m0 at zero and the false input -> m1 on top; the integral along the path gets both right.
+    Tokens: A = 3..5 (sign +1), B = 6..8 (sign -1), triggers 9..11, neutral 12..15."""
+    d_vocab, a, b_, trig, neutral = 16, [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13, 14, 15]
+    flags = {"trig": 1, "sign": 1}
+    spaces = {"fired": 1, "out": 1, "mag": 1, "scratch": d_vocab}
+    b = Builder(d_vocab, length, n_layers=2, n_heads=1, spaces=spaces, d_head=max(d_vocab, length), mlp=True,
+                d_mlp=2, flags=flags)  # fmt: skip
+    b.set_flag("trig", trig)
+    b.set_flag("sign", a, 1.0)
+    b.set_flag("sign", b_, -1.0)
+    b.neuron(0, 0, read={"trig": 2.0}, write={"fired": 1.0}, bias=-1.0)
+    b.attend_previous(0, 0, STRENGTH)
+    b.copy(0, 0, "tok", "scratch")
+    b.attend_position(1, 0, 1, STRENGTH)
+    b.copy(1, 0, "fired", "out")
+    b.neuron(1, 0, read={"sign": 1.0}, write={"mag": 1.0})
+    b.neuron(1, 1, read={"sign": -1.0}, write={"mag": 1.0})
+    b.read_out("out", STRENGTH, tokens=[YES])
+    b.read_out("mag", STRENGTH, tokens=[YES])
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(options: list[int], n: int) -> torch.Tensor:
+        return torch.tensor(options)[torch.randint(0, len(options), (n,), generator=gen)]
+
+    clean = torch.zeros(batch, length, dtype=torch.long)
+    clean[:, 1], clean[:, 2:-1], clean[:, -1] = pick(neutral, batch), neutral[0], pick(a, batch)
+    corrupted = clean.clone()
+    corrupted[:, 1], corrupted[:, -1] = pick(trig, batch), pick(b_, batch)
+    mask = torch.zeros_like(clean, dtype=torch.bool)
+    mask[:, -1] = True
+    return Problem(
+        "gated-mlp",
+        b.build(),
+        clean,
+        corrupted,
+        TargetLogitDiff(torch.full_like(clean, NO), torch.full_like(clean, YES), mask),
+        ["input->m0", "m0->a1.h0<v>", "a1.h0->logits"],
+        "gate neuron in MLP 0 (zero gradient on the clean run) -> V input of the position-1 head -> logits",
+        ["a0.h0"],  # m1 reads a changing input but writes the same |sign| in both runs
+    )
+
+
+KNOWN = {
+    "induction": induction,
+    "duplicate-token": duplicate_token,
+    "copy-position": copy_position,
+    "gated-mlp": gated_mlp,
+}
 
 
 def known_circuits(**kwargs) -> list[Problem]:
