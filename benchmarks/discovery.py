@@ -9,8 +9,13 @@ the previous-token heads to the induction heads (`induction_problem`). Then the 
 
 Run: `PYTHONPATH=src .venv/bin/python benchmarks/discovery.py [--threads 1] [--steps 600] [--no-gpt2]`.
 
-Measured (2 shared CPU cores, load ~7 from other jobs, --threads 1): see the table printed by the run
-recorded in the commit that last changed this note.
+Measured (2 shared CPU cores, load ~2.6 from other jobs, --threads 1, 90 s in all with training):
+ROC AUC 1.000 for EAP-IG and ACDC on every model; EAP 1.000 except on gated-mlp (0.792, top-3 faithfulness
+0.000: built to defeat first-order attribution) and the 2-head preset (0.990, top-12 faithfulness 0.940 vs
+EAP-IG's 1.008). Curve areas (mean faithfulness over all top-k): EAP-IG >= EAP on every built model
+(gated-mlp 0.891 vs 0.717) but not on the trained ones (0.628 vs 0.628, 0.714 vs 0.724). ACDC's circuit =
+EAP's top-k on the built models except gated-mlp. EAP on the GPT-2-small-shaped graph (32,491 edges,
+8 x 16 tokens): 3.5 s. Every method takes under 0.4 s on these small graphs.
 """
 
 from __future__ import annotations
