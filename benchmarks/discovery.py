@@ -26,7 +26,7 @@ import time
 import torch
 
 from circuitlab import HookedTransformer, HookedTransformerConfig
-from circuitlab.analysis.discovery import Ablation, Circuit, acdc, edge_attribution, roc_auc
+from circuitlab.analysis.discovery import ALL_METHODS, Ablation, Circuit, discover, edge_attribution
 from circuitlab.analysis.discovery.problems import induction_problem
 from circuitlab.analysis.metrics import logit_diff
 from circuitlab.compiled import known_circuits
@@ -54,30 +54,18 @@ def score(problem) -> dict[str, dict]:
     exp = Ablation(problem.model, problem.clean, problem.corrupted, problem.metric)
     truth, k = problem.truth, len(problem.true_edges)
     rows = {"true circuit": {"faith": exp.evaluate(Circuit(exp.graph, truth)), "k": k}}
-    for method in ("eap", "eap-ig"):
-        start = time.perf_counter()
-        scores = edge_attribution(problem.model, problem.clean, problem.corrupted, problem.metric, method, IG_STEPS)
-        seconds = time.perf_counter() - start
-        curve = exp.curve(scores)
+    for method in ALL_METHODS:
+        found = discover(problem, method, 0.9, IG_STEPS, ACDC_THRESHOLD, experiment=exp)
+        top_k = found.circuit if method == "acdc" else Circuit.top_k(exp.graph, found.scores, k)
         rows[method] = {
-            "auc": roc_auc(scores, truth),
-            "faith": exp.evaluate(Circuit.top_k(exp.graph, scores, k)),
-            "k90": curve.minimal(0.9),
-            "area": curve.area,
-            "s": seconds,
-            "scores": scores,
+            "auc": found.roc_auc,
+            "faith": exp.evaluate(top_k),  # top-k faithfulness (ACDC: its own circuit)
+            "k90": len(found.circuit),  # fewest top edges reaching 0.9 (ACDC: its circuit's size)
+            "area": found.curve.area,
+            "s": found.seconds,
+            "scores": found.scores,
+            "circuit": found.circuit,
         }
-    start = time.perf_counter()
-    found = acdc(problem.model, problem.clean, problem.corrupted, problem.metric, ACDC_THRESHOLD)
-    seconds = time.perf_counter() - start
-    rows["acdc"] = {
-        "auc": roc_auc(found.scores, truth),
-        "faith": exp.evaluate(found),
-        "k90": len(found),
-        "s": seconds,
-        "circuit": found,
-        "area": exp.curve(found.scores).area,
-    }
     rows["graph"] = {"edges": exp.graph.n_edges}
     return rows
 

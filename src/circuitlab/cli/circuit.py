@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..analysis.discovery import Ablation, Circuit, acdc, edge_attribution, roc_auc
+    from ..analysis.discovery import Ablation, discover
     from ..analysis.discovery.problems import task_problem
     from ..files import atomic_write_text
     from ..runs import load_model_or_run
@@ -67,35 +66,21 @@ def run(args: argparse.Namespace) -> int:
     model, run_ = load_model_or_run(args.path)
     problem = task_problem(model, _task(run_, args.task, model), args.batch, args.seed)
     exp = Ablation(model, problem.clean, problem.corrupted, problem.metric)
-    start = time.perf_counter()
-    if args.method == "acdc":
-        circuit = acdc(model, problem.clean, problem.corrupted, problem.metric, args.threshold, experiment=exp)
-        scores = circuit.scores
-    else:
-        scores = edge_attribution(model, problem.clean, problem.corrupted, problem.metric, args.method, args.steps)
-    seconds = time.perf_counter() - start
-    curve = exp.curve(scores)
-    if args.method != "acdc":
-        k = curve.minimal(args.level)
-        circuit = Circuit.top_k(exp.graph, scores, k if k is not None else exp.graph.n_edges)
-    faithfulness = exp.evaluate(circuit)
+    found = discover(problem, args.method, args.level, args.steps, args.threshold, experiment=exp)
+    circuit, faithfulness, curve = found.circuit, found.faithfulness, found.curve
     result = {
         "model": str(args.path),
         "task": problem.name,
-        "method": args.method,
-        "seconds": seconds,
         "metric_clean": exp.clean_metric,
         "metric_all_ablated": exp.ablated_metric,
-        "faithfulness": faithfulness,
         "level": args.level,
-        "circuit": circuit.to_dict(),
-        "curve": curve.to_dict(),
+        **found.to_dict(),
     }
     if problem.true_edges:
         result["known_circuit"] = {
             "description": problem.description,
             "edges": problem.true_edges,
-            "roc_auc": roc_auc(scores, problem.truth),
+            "roc_auc": found.roc_auc,
             "found": sorted(set(problem.true_edges) & set(circuit.edges)),
         }
     args.out.mkdir(parents=True, exist_ok=True)

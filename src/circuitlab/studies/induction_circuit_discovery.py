@@ -11,10 +11,9 @@ the agreed edges (ROC AUC).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from ..analysis.discovery import Ablation, Circuit, acdc, edge_attribution, roc_auc
+from ..analysis.discovery import Ablation, discover
 from ..analysis.discovery.problems import induction_problem
 from ..viz.circuit import circuit_graph
 from ..viz.page import Page
@@ -43,29 +42,17 @@ def _discover(problem) -> dict:
     k_edges = {e for e in problem.true_edges if e.endswith("<k>")}
     out = {}
     for method in METHODS:
-        start = time.perf_counter()
-        if method == "acdc":
-            circuit = acdc(
-                problem.model, problem.clean, problem.corrupted, problem.metric, ACDC_THRESHOLD, experiment=exp
-            )
-            scores = circuit.scores
-        else:
-            scores = edge_attribution(problem.model, problem.clean, problem.corrupted, problem.metric, method, IG_STEPS)
-        seconds = time.perf_counter() - start
-        curve = exp.curve(scores)
-        if method != "acdc":
-            k = curve.minimal(MIN_FAITHFULNESS)
-            circuit = Circuit.top_k(exp.graph, scores, k if k is not None else exp.graph.n_edges)
+        found = discover(problem, method, MIN_FAITHFULNESS, IG_STEPS, ACDC_THRESHOLD, experiment=exp)
         out[method] = {
-            "edges": circuit.edges,
-            "n_edges": len(circuit),
-            "edge_fraction": len(circuit) / exp.graph.n_edges,
-            "faithfulness": exp.evaluate(circuit),
-            "has_k_composition": float(bool(k_edges & set(circuit.edges))),
-            "roc_auc": roc_auc(scores, problem.truth),
-            "curve": curve.to_dict(),
-            "seconds": seconds,
-            "_circuit": circuit,
+            "edges": found.circuit.edges,
+            "n_edges": len(found.circuit),
+            "edge_fraction": len(found.circuit) / exp.graph.n_edges,
+            "faithfulness": found.faithfulness,
+            "has_k_composition": float(bool(k_edges & set(found.circuit.edges))),
+            "roc_auc": found.roc_auc,
+            "curve": found.curve.to_dict(),
+            "seconds": found.seconds,
+            "_circuit": found.circuit,
         }
     return out
 

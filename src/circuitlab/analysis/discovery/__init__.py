@@ -4,18 +4,22 @@ faithfulness of circuits (see `graph`, `interventions`, `attribution`, `acdc`, `
 from .acdc import acdc
 from .attribution import METHODS, ablated_activations, edge_attribution
 from .circuit import Ablation, Circuit, Curve, evaluate, ranking
+from .discover import ALL_METHODS, Discovery, discover
 from .graph import Graph
 from .interventions import graph_hooks_enabled, receiver_gradients, run_with_edges, sender_activations
 from .scoring import roc_auc
 
 __all__ = [
+    "ALL_METHODS",
     "METHODS",
     "Ablation",
     "Circuit",
     "Curve",
+    "Discovery",
     "Graph",
     "ablated_activations",
     "acdc",
+    "discover",
     "edge_attribution",
     "evaluate",
     "graph_hooks_enabled",
