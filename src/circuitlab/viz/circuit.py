@@ -76,5 +76,5 @@ def circuit_graph(circuit: Any, title: str | None = None, max_edges: int = 300) 
     labels = ["input", *[f"layer {l}" for l in range(graph.n_layers)], "logits"]
     layout(fig, title or f"circuit: {len(circuit)} of {graph.n_edges} edges", height=180 + 60 * graph.n_heads)
     fig.update_xaxes(tickvals=ticks, ticktext=labels, zeroline=False)
-    fig.update_yaxes(visible=False)
+    fig.update_yaxes(visible=False, range=[-0.6, graph.n_heads - 0.3])  # room for the node labels
     return fig
