@@ -85,15 +85,18 @@ def test_single_edge_ablation_equals_path_patching_by_hand():
     torch.testing.assert_close(got, want.detach(), atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["ln_mlp_gelu", "attn_only_no_ln"])
-def test_eap_is_the_linear_limit_of_edge_ablation(name):
+@pytest.mark.parametrize("name,ablation", [("ln_mlp_gelu", "corrupted"), ("attn_only_no_ln", "corrupted"),
+                                           ("ln_mlp_gelu", "mean")])  # fmt: skip
+def test_eap_is_the_linear_limit_of_edge_ablation(name, ablation):
     """EAP = d metric / d (fraction of the edge ablated) at 0, for every edge: a finite difference."""
     model = _model(**CONFIGS[name])
     clean, corrupted = _tokens(0), _tokens(1)
     metric = logit_diff(3, 5)
-    scores = edge_attribution(model, clean, corrupted, metric, method="eap")
+    scores = edge_attribution(model, clean, corrupted, metric, method="eap", ablation=ablation)
     g = Graph.from_model(model)
     ablated = sender_activations(model, corrupted, g)
+    if ablation == "mean":
+        ablated = ablated.mean(0, keepdim=True)
     eps = 1e-6
     keep = 1 - eps * torch.eye(g.n_edges, dtype=torch.float64)  # [edge, edge]: edge i ablated by eps
     base = float(metric(run_with_edges(model, clean, ablated, g.valid.double(), g)))
