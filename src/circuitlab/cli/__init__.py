@@ -15,6 +15,7 @@ import traceback
 
 from .. import __version__
 from . import census as census_cmd
+from . import circuit as circuit_cmd
 from . import exercises as exercises_cmd
 from . import info as info_cmd
 from . import patch as patch_cmd
@@ -31,6 +32,7 @@ COMMANDS = {
     "info": info_cmd,
     "serve": serve_cmd,
     "study": study_cmd,
+    "circuit": circuit_cmd,
     "exercises": exercises_cmd,
 }
 
