@@ -42,12 +42,18 @@ def to_tokens(
     model: Any,
     input: str | list[str],
     prepend_bos: bool | None = None,
-    padding_side: str = "right",
+    padding_side: str | None = None,
     move_to_device: bool = True,
     truncate: bool = True,
 ) -> torch.Tensor:
-    """Token ids [batch, pos]; a list of strings is padded (pad token) on `padding_side`."""
+    """Token ids [batch, pos]; a list of strings is padded (pad token) on `padding_side`.
+
+    padding_side None uses `model.tokenizer.padding_side` (as TransformerLens). Run a left-padded batch with
+    the same `padding_side="left"` (or set the tokenizer's): the model then masks the pads and counts
+    positions from each prompt's first real token.
+    """
     tok = _tokenizer(model)
+    padding_side = padding_side or getattr(tok, "padding_side", "right")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side={padding_side!r} is invalid: expected 'left' or 'right'")
     texts = [input] if isinstance(input, str) else list(input)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -33,7 +34,9 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "gelu_new": gelu_new,
     "gelu_fast": gelu_fast,
+    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
     "silu": F.silu,
+    "solu": solu,
     "solu_ln": solu,
 }
 
