@@ -113,8 +113,12 @@ class HookedTransformerConfig:
             self.causal = self.attention_dir == "causal"
         for name in ("n_layers", "d_model", "n_ctx", "d_vocab"):
             value = getattr(self, name)
+            if name == "d_vocab" and value == -1:
+                continue  # TransformerLens: taken from the tokenizer when the model is built
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _bad(name, value, "expected a positive integer")
+                raise _bad(name, value, "expected a positive integer (d_vocab: or -1, from the tokenizer)")
+        if self.d_vocab_out == -1:
+            self.d_vocab_out = None  # TransformerLens's "same as d_vocab"
         for name in ("n_heads", "d_head", "d_mlp", "d_vocab_out", "n_key_value_heads", "rotary_dim"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -226,6 +230,17 @@ class HookedTransformerConfig:
         elif name == "causal" and self.__dict__.get("_initialised"):
             object.__setattr__(self, "attention_dir", "causal" if value else "bidirectional")
         object.__setattr__(self, name, value)
+
+    def set_vocab_from(self, tokenizer: Any) -> None:
+        """d_vocab (and a d_vocab_out that follows it) from a tokenizer, for a config made with d_vocab=-1."""
+        if tokenizer is None:
+            raise _bad(
+                "d_vocab", -1, "d_vocab=-1 takes the size from a tokenizer: pass HookedTransformer(cfg, tokenizer)"
+            )
+        size = max(tokenizer.get_vocab().values()) + 1
+        if self.d_vocab_out in (-1, self.d_vocab):
+            self.d_vocab_out = size
+        self.d_vocab = size
 
     @classmethod
     def unwrap(cls, config: HookedTransformerConfig | dict[str, Any]) -> HookedTransformerConfig:

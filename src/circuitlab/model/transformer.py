@@ -23,6 +23,7 @@ from .hook_points import HookedRootModule, HookPoint, NameFilter
 from .kv_cache import HookedTransformerKeyValueCache
 from .masks import get_attention_mask
 from .norms import make_norm
+from .tl_api import TransformerLensMethods
 
 RETURN_TYPES = ("logits", "loss", "both", None)
 
@@ -47,15 +48,34 @@ def lm_cross_entropy_loss(
     return loss if per_token else loss.sum() / counted.sum()
 
 
-class HookedTransformer(HookedRootModule):
-    def __init__(self, cfg: HookedTransformerConfig | dict[str, Any], move_to_device: bool = True) -> None:
+class HookedTransformer(TransformerLensMethods, HookedRootModule):
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig | dict[str, Any],
+        tokenizer: Any = None,
+        move_to_device: bool = True,
+        default_padding_side: str = "right",
+    ) -> None:
+        """A model of `cfg` (a config or its dict). `tokenizer`: a `transformers` tokenizer; without one,
+        `cfg.tokenizer_name` naming a local folder with tokenizer files loads it. `d_vocab=-1` takes the
+        vocabulary size from the tokenizer, as TransformerLens."""
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = HookedTransformerConfig.from_dict(cfg)
-        if not isinstance(cfg, HookedTransformerConfig):
-            raise TypeError(f"HookedTransformer needs a HookedTransformerConfig or a dict, got {type(cfg).__name__}")
+        if isinstance(move_to_device, str) or not isinstance(move_to_device, bool):
+            raise TypeError(
+                f"HookedTransformer(cfg, tokenizer=None, move_to_device=True): move_to_device={move_to_device!r} "
+                "must be True or False (the second argument is the tokenizer, as in TransformerLens)"
+            )
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
         self.tokenizer: Any = None  # a `transformers` tokenizer, set by from_pretrained or set_tokenizer
+        if tokenizer is None and cfg.tokenizer_name is not None:
+            from ..loading.tokens import local_tokenizer
+
+            tokenizer = local_tokenizer(cfg.tokenizer_name)
+        if cfg.d_vocab == -1:
+            cfg.set_vocab_from(tokenizer)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         if cfg.positional_embedding_type in ("standard", "shortformer"):
@@ -258,6 +278,7 @@ class HookedTransformer(HookedRootModule):
         incl_bwd: bool = False,
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
+        pos_slice: Any = None,
         return_cache_object: bool = True,
         **model_kwargs: Any,
     ) -> tuple[Any, ActivationCache | dict[str, torch.Tensor]]:
@@ -265,8 +286,9 @@ class HookedTransformer(HookedRootModule):
 
         names_filter: None (all), a hook name, a list of names, or fn(name) -> bool. With `incl_bwd`
         the output (a scalar, e.g. return_type="loss") is back-propagated and gradients are cached too.
+        pos_slice (int, slice, positions or `Slice`) caches only those positions, as TransformerLens.
         """
-        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
+        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
         with self.hooks(fwd, bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
@@ -308,13 +330,6 @@ class HookedTransformer(HookedRootModule):
         if names_filter is None or callable(names_filter):
             return [n for n in names if self.silent_hook_reason(n) is None]
         return names
-
-    def tokens_to_residual_directions(self, tokens: int | torch.Tensor) -> torch.Tensor:
-        """Unembedding directions W_U[:, token]: [..., d_model] for token ids [...]."""
-        if isinstance(tokens, str):
-            raise TypeError("pass token ids: this model has no tokenizer to turn strings into tokens")
-        tokens = torch.as_tensor(tokens, device=self.W_U.device)
-        return self.W_U[:, tokens].movedim(0, -1)
 
     # ---- weights, stacked over layers (TransformerLens shapes) ----------------------------------
     def _stack(self, get: Any) -> torch.Tensor:
@@ -427,36 +442,16 @@ class HookedTransformer(HookedRootModule):
 
     # ---- pretrained models and tokenizers (circuitlab.loading, imported on first use) ---------------
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        fold_value_biases: bool = True,
-        dtype: torch.dtype | str = torch.float32,
-        device: str | torch.device | None = None,
-        revision: str | None = None,
-        tokenizer: bool = True,
-    ) -> HookedTransformer:
+    def from_pretrained(cls, model_name: str | Path, *args: Any, **kwargs: Any) -> HookedTransformer:
         """A Hugging Face causal LM (local folder in HF layout, or hub name), processed for interpretability.
 
-        See `circuitlab.loading.from_pretrained`; supported: `circuitlab.loading.SUPPORTED`.
+        TransformerLens's arguments (fold_ln, center_writing_weights, center_unembed,
+        refactor_factored_attn_matrices, ..., fold_value_biases, default_prepend_bos, dtype): see
+        `circuitlab.loading.from_pretrained`; supported families: `circuitlab.loading.SUPPORTED`.
         """
         from ..loading import from_pretrained
 
-        return from_pretrained(
-            name_or_path,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            dtype=dtype,
-            device=device,
-            revision=revision,
-            tokenizer=tokenizer,
-        )
+        return from_pretrained(model_name, *args, **kwargs)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> HookedTransformer:
@@ -472,10 +467,10 @@ class HookedTransformer(HookedRootModule):
 
         return from_hf_model(hf_model, tokenizer, **kwargs)
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
+    def set_tokenizer(self, tokenizer: Any, default_padding_side: str | None = None) -> None:
         from ..loading.tokens import set_tokenizer
 
-        set_tokenizer(self, tokenizer)
+        set_tokenizer(self, tokenizer, default_padding_side)
 
     def to_tokens(
         self,
