@@ -13,7 +13,11 @@ from circuitlab.past_key_value_caching import HookedTransformerKeyValueCache as 
 
 from .conftest import CONFIGS, small_model
 
-CAUSAL = {name: over for name, over in CONFIGS.items() if over.get("causal", True)}
+CAUSAL = {
+    name: over
+    for name, over in CONFIGS.items()
+    if over.get("causal", True) and over.get("attention_dir", "causal") == "causal"
+}
 
 
 def _pieces(model, tokens, cuts, mask=None):
@@ -32,7 +36,7 @@ def test_cached_pieces_equal_one_full_run(name: str, tokens: torch.Tensor) -> No
     pieces, cache = _pieces(model, tokens, cuts=[4, 7, 8, 9])
     torch.testing.assert_close(pieces, model(tokens), atol=1e-5, rtol=1e-5)
     assert cache.n_cached == tokens.shape[1]
-    assert cache[0].past_keys.shape == (3, 11, model.cfg.n_kv_heads, model.cfg.d_head)
+    assert cache[0].past_keys.shape == (3, 11, model.blocks[0].attn.n_kv_inputs, model.cfg.d_head)
     assert cache.previous_attention_mask.shape == (3, 11)
 
 

@@ -2,8 +2,11 @@
 
 Shapes: W_Q [head, d_model, d_head], W_K/W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model].
 When nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never materialised and the
-attention runs through `scaled_dot_product_attention` (the fast path); otherwise it is computed
-explicitly so hooks can read and replace scores and patterns.
+attention runs through `scaled_dot_product_attention` (the fast path); otherwise scores and pattern are
+computed explicitly so hooks can read and replace them. When every such hook only reads (returns None and
+edits nothing in place, and no backward hook needs the pattern's gradient), the output is still taken from
+the fast kernel, so `model.run_with_cache(x)[0]` equals `model(x)` bit for bit; an edit switches the
+output to `pattern @ v`.
 """
 
 from __future__ import annotations
@@ -70,10 +73,23 @@ def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+    """Attention of one layer. TransformerLens's signature: `Attention(cfg, attn_type="global", layer_id=None)`,
+    cfg a config or a dict; attn_type None takes the layer's type from `cfg.attn_types`."""
+
+    def __init__(
+        self, cfg: HookedTransformerConfig | dict, attn_type: str | None = None, layer_id: int | None = None
+    ) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
-        self.layer = layer
+        self.layer = layer_id
+        if attn_type is None:
+            attn_type = cfg.attn_types[layer_id] if cfg.attn_types is not None and layer_id is not None else "global"
+        if attn_type not in ("global", "local"):
+            raise ValueError(f"attn_type={attn_type!r} is invalid: expected 'global' or 'local'")
+        if attn_type == "local" and not (isinstance(cfg.window_size, int) and cfg.window_size > 0):
+            raise ValueError("attn_type='local' needs cfg.window_size, a positive integer")
+        self.attn_type = attn_type
         h, kv, d, e = cfg.n_heads, cfg.n_kv_heads, cfg.d_model, cfg.d_head
         self.W_Q = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
         self.W_O = nn.Parameter(torch.empty(h, e, d, dtype=cfg.dtype))
@@ -92,7 +108,7 @@ class Attention(nn.Module):
         self.group = 1 if cfg.ungroup_grouped_query_attention else self.kv_group
         self.n_kv_inputs = h if cfg.ungroup_grouped_query_attention else kv
         # A local layer (GPT-Neo, Mistral) lets query q see only keys q - window_size < k <= q.
-        self.window = cfg.window_size if cfg.attn_types is not None and cfg.attn_types[layer] == "local" else None
+        self.window = cfg.window_size if attn_type == "local" else None
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
@@ -161,10 +177,10 @@ class Attention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, head, pos, d_head]
         bias = self._score_bias(q.shape[-2], k.shape[-2], additive_attention_mask, q)
         blocked = self._masked(q.shape[-2], k.shape[-2], attention_mask, q.device)
-        if self.needs_pattern():
-            z = self._explicit(q, k, v, bias, blocked, attention_mask is not None)
-        else:
-            z = self._fast(q, k, v, bias, blocked, attention_mask is not None)
+        padded = attention_mask is not None
+        z = self._explicit(q, k, v, bias, blocked, padded) if self.needs_pattern() else None
+        if z is None:  # no pattern hooks, or hooks that only read: the plain forward's kernel and numbers
+            z = self._fast(q, k, v, bias, blocked, padded)
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
@@ -234,7 +250,9 @@ class Attention(nn.Module):
         bias: torch.Tensor | None,
         blocked: torch.Tensor | None,
         padded: bool,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
+        """pattern @ v, or None when the fast kernel may give the output: the config allows it and the hooks
+        on scores and pattern only read them (no replacement, no in-place edit, no backward hook)."""
         if self.group > 1:  # query head i reads key/value head i // group
             k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
         # In place on the fresh product: one [batch, head, query_pos, key_pos] tensor instead of three.
@@ -243,9 +261,19 @@ class Attention(nn.Module):
             scores = scores.add_(bias)
         if blocked is not None:
             scores = scores.masked_fill_(blocked, float("-inf"))
-        scores = self.hook_attn_scores(scores)
-        pattern = torch.softmax(scores, dim=-1)
+        version = scores._version
+        hooked_scores = self.hook_attn_scores(scores)
+        pattern = torch.softmax(hooked_scores, dim=-1)
         if padded:  # a query that may read nothing (a leading pad) gets a zero pattern, as in TransformerLens
             pattern = pattern.nan_to_num(0.0)
-        pattern = self.hook_pattern(pattern)
-        return pattern @ v  # [batch, head, query_pos, d_head]
+        pattern_version = pattern._version
+        hooked_pattern = self.hook_pattern(pattern)
+        read_only = (
+            self.cfg.fast_attention
+            and hooked_scores is scores
+            and scores._version == version
+            and hooked_pattern is pattern
+            and pattern._version == pattern_version
+            and not (self.hook_attn_scores.bwd_hooks or self.hook_pattern.bwd_hooks)
+        )
+        return None if read_only else hooked_pattern @ v  # [batch, head, query_pos, d_head]

@@ -17,12 +17,13 @@ from .norms import make_norm
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+    def __init__(self, cfg: HookedTransformerConfig | dict, block_index: int = 0) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
-        self.layer = layer
+        self.layer = block_index
         self.ln1 = make_norm(cfg)
-        self.attn = Attention(cfg, layer)
+        self.attn = Attention(cfg, layer_id=block_index)
         if not cfg.attn_only:
             self.ln2 = make_norm(cfg)
             self.mlp = MLP(cfg)

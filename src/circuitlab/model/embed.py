@@ -10,8 +10,9 @@ from .masks import get_offset_position_ids
 
 
 class Embed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig) -> None:
+    def __init__(self, cfg: HookedTransformerConfig | dict) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model, dtype=cfg.dtype))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -19,8 +20,9 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig) -> None:
+    def __init__(self, cfg: HookedTransformerConfig | dict) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
     def forward(
@@ -40,8 +42,9 @@ class PosEmbed(nn.Module):
 
 
 class Unembed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig) -> None:
+    def __init__(self, cfg: HookedTransformerConfig | dict) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
