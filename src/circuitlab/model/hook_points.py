@@ -297,11 +297,14 @@ class HookedRootModule(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], list[HookSpec], list[HookSpec]]:
         """Hooks that store detached activations (and gradients, as `name + '_grad'`) into `cache`.
 
-        pos_slice (an int, slice, list of positions, or a `Slice`) keeps only those positions: the query
+        pos_slice (an int, slice, list of positions, or a `Slice`) keeps only those positions (an int keeps the
+        position dim, as TransformerLens's `Slice.unwrap`): the query
         position of scores and patterns, dim -3 of per-head q / k / v / z / result, -2 elsewhere (TransformerLens).
         """
         from .cache import apply_pos_slice  # cache imports this module
 
+        if isinstance(pos_slice, int) and not isinstance(pos_slice, bool):
+            pos_slice = [pos_slice]  # as TransformerLens's Slice.unwrap: an int keeps the position dim
         cache = {} if cache is None else cache
         names = self.filter_hook_names(names_filter)
 
