@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .losses import lm_cross_entropy_loss
 from .norms import LayerNorm, LayerNormPre, make_norm
 
 
@@ -86,8 +87,6 @@ class TransformerLensMethods:
         per_token: bool = False,
     ) -> torch.Tensor:
         """Next-token cross-entropy (see `lm_cross_entropy_loss`)."""
-        from .transformer import lm_cross_entropy_loss
-
         return lm_cross_entropy_loss(logits, tokens.to(logits.device), attention_mask, per_token)
 
     # ---- devices -----------------------------------------------------------------------------------
