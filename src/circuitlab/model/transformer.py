@@ -48,7 +48,8 @@ class HookedTransformer(TransformerLensMethods, HookedRootModule):
         cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
         self.tokenizer: Any = None  # a `transformers` tokenizer, set by from_pretrained or set_tokenizer
-        if tokenizer is None and cfg.tokenizer_name is not None:
+        # (Not for a shape probe built on the meta device: loading and checkpoint checks build those.)
+        if tokenizer is None and cfg.tokenizer_name is not None and torch.get_default_device().type != "meta":
             from ..loading.tokens import local_tokenizer
 
             tokenizer = local_tokenizer(cfg.tokenizer_name)
