@@ -68,10 +68,13 @@ def apply_rotary(
 def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x [batch, pos, d_model] (or per head [batch, pos, head, d_model]) @ W [head, d_model, d_head] + b.
 
-    A batched matmul over heads reads W in place (einsum would copy the permuted weight on every call,
-    which dominates one-token steps of cached generation)."""
-    x = x[:, None] if x.ndim == 3 else x.transpose(1, 2)  # [batch, 1 or head, pos, d_model]
-    return torch.matmul(x, W).transpose(1, 2) + b  # [batch, pos, head, d_head]
+    einsum runs one GEMM on a permuted copy of W; with fewer rows than d_head (one-token steps of cached
+    generation) that copy dominates, so per-head matmuls read W in place instead."""
+    if x.ndim == 4:
+        return torch.einsum("bphd,hde->bphe", x, W) + b
+    if x.shape[0] * x.shape[1] < W.shape[-1]:
+        return torch.matmul(x[:, None], W).transpose(1, 2) + b  # [batch, pos, head, d_head]
+    return torch.einsum("bpd,hde->bphe", x, W) + b
 
 
 class Attention(nn.Module):
