@@ -17,6 +17,7 @@ from torch import nn
 from .model.errors import ShapeError
 from .model.factored_matrix import FactoredMatrix
 from .model.losses import lm_accuracy, lm_cross_entropy_loss
+from .model.masks import get_attention_mask
 from .model.mlp import ACTIVATIONS, gelu_fast, gelu_new, solu
 from .model.names import get_act_name
 from .model.slice import Slice, SliceInput
@@ -38,6 +39,7 @@ __all__ = [
     "gelu_new",
     "gelu_pytorch_tanh",
     "get_act_name",
+    "get_attention_mask",
     "get_corner",
     "get_device",
     "get_nested_attr",

@@ -6,6 +6,7 @@ from .errors import ShapeError, TLCheckError
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookNameError, HookPoint
 from .io import CheckpointError
+from .kv_cache import HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry
 from .names import get_act_name
 from .transformer import HookedTransformer, lm_cross_entropy_loss
 
@@ -18,6 +19,8 @@ __all__ = [
     "HookedRootModule",
     "HookedTransformer",
     "HookedTransformerConfig",
+    "HookedTransformerKeyValueCache",
+    "HookedTransformerKeyValueCacheEntry",
     "ShapeError",
     "TLCheckError",
     "get_act_name",
