@@ -214,3 +214,31 @@ def test_hook_context_dict(tokens: torch.Tensor) -> None:
     assert model.hook_dict["hook_embed"].ctx["n"] == 2
     model.reset_hooks()
     assert model.hook_dict["hook_embed"].ctx == {}
+
+
+def test_gradients_flow_through_a_pattern_a_hook_kept() -> None:
+    """A forward hook that keeps the live pattern (attribution patching, EAP) can take gradients through it:
+    with autograd on, a reading hook other than the cache's puts the pattern on the output's path. The
+    caching hooks keep detached copies, so run_with_cache still gives model(x)'s logits bit for bit."""
+    from tests.conftest import small_model
+
+    model = small_model()
+    x = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(0))
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(pattern: torch.Tensor, hook) -> None:
+        kept["pattern"] = pattern
+
+    def grad_of_pattern() -> torch.Tensor:
+        loss = model.run_with_hooks(x, return_type="loss", fwd_hooks=[("blocks.1.attn.hook_pattern", keep)])
+        return torch.autograd.grad(loss, kept["pattern"])[0]
+
+    fast = grad_of_pattern()
+    model.cfg.fast_attention = False
+    explicit = grad_of_pattern()
+    model.cfg.fast_attention = True
+    assert fast.abs().sum() > 0
+    torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
+    assert torch.equal(model(x), model.run_with_cache(x)[0])  # autograd on
+    with torch.no_grad():
+        assert torch.equal(model(x), model.run_with_cache(x)[0])

@@ -4,9 +4,10 @@ Shapes: W_Q [head, d_model, d_head], W_K/W_V [kv_head, d_model, d_head], W_O [he
 When nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never materialised and the
 attention runs through `scaled_dot_product_attention` (the fast path); otherwise scores and pattern are
 computed explicitly so hooks can read and replace them. When every such hook only reads (returns None and
-edits nothing in place, and no backward hook needs the pattern's gradient), the output is still taken from
-the fast kernel, so `model.run_with_cache(x)[0]` equals `model(x)` bit for bit; an edit switches the
-output to `pattern @ v`.
+edits nothing in place, no backward hook needs the pattern's gradient, and with autograd on only the caching
+hooks, which keep detached copies, see it), the output is still taken from the fast kernel, so
+`model.run_with_cache(x)[0]` equals `model(x)` bit for bit; otherwise the output is `pattern @ v`, so a hook
+that keeps the live pattern can take gradients through it.
 """
 
 from __future__ import annotations
@@ -280,5 +281,12 @@ class Attention(nn.Module):
             and hooked_pattern is pattern
             and pattern._version == pattern_version
             and not (self.hook_attn_scores.bwd_hooks or self.hook_pattern.bwd_hooks)
+            # a user's hook may keep the live pattern to take gradients through it (attribution, EAP): then
+            # the output must depend on that very tensor; the caching hooks keep detached copies
+            and not (
+                torch.is_grad_enabled()
+                and pattern.requires_grad
+                and not (self.hook_attn_scores.only_detaching_hooks() and self.hook_pattern.only_detaching_hooks())
+            )
         )
         return None if read_only else hooked_pattern @ v  # [batch, head, query_pos, d_head]

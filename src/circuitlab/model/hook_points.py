@@ -89,6 +89,11 @@ class HookPoint(nn.Module):
     def has_hooks(self) -> bool:
         return bool(self.fwd_hooks or self.bwd_hooks)
 
+    def only_detaching_hooks(self) -> bool:
+        """True when every forward hook here keeps only a detached copy (the caching hooks): no gradient can be
+        taken through what they saw, so the activation need not lie on the output's autograd path."""
+        return all(getattr(h.fn, "detaches", False) for h in self.fwd_hooks)
+
     def add_hook(
         self,
         fn: HookFn,
@@ -321,6 +326,7 @@ class HookedRootModule(nn.Module):
                     tensor = sliced(tensor, dim=dim) if sliced else apply_pos_slice(tensor, pos_slice, dim=dim)
             cache[hook.name + suffix] = tensor if device is None else tensor.to(device)
 
+        store.detaches = True  # type: ignore[attr-defined]  # see HookPoint.only_detaching_hooks
         store_grad = functools.partial(store, suffix="_grad")
         fwd = [(name, store) for name in names]
         bwd = [(name, store_grad) for name in names] if incl_bwd else []
