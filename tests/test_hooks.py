@@ -217,9 +217,9 @@ def test_hook_context_dict(tokens: torch.Tensor) -> None:
 
 
 def test_gradients_flow_through_a_pattern_a_hook_kept() -> None:
-    """A forward hook that keeps the live pattern (attribution patching, EAP) can take gradients through it:
-    with autograd on, a reading hook other than the cache's puts the pattern on the output's path. The
-    caching hooks keep detached copies, so run_with_cache still gives model(x)'s logits bit for bit."""
+    """A forward hook that keeps the live pattern (attribution patching, EAP) can take gradients through it, and
+    still sees model(x)'s numbers bit for bit: the output carries the fast kernel's values and pattern @ v's
+    gradients."""
     from tests.conftest import small_model
 
     model = small_model()
@@ -240,5 +240,6 @@ def test_gradients_flow_through_a_pattern_a_hook_kept() -> None:
     assert fast.abs().sum() > 0
     torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
     assert torch.equal(model(x), model.run_with_cache(x)[0])  # autograd on
+    assert torch.equal(model(x), model.run_with_hooks(x, fwd_hooks=[("blocks.1.attn.hook_pattern", keep)]))
     with torch.no_grad():
         assert torch.equal(model(x), model.run_with_cache(x)[0])

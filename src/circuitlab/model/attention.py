@@ -4,10 +4,10 @@ Shapes: W_Q [head, d_model, d_head], W_K/W_V [kv_head, d_model, d_head], W_O [he
 When nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never materialised and the
 attention runs through `scaled_dot_product_attention` (the fast path); otherwise scores and pattern are
 computed explicitly so hooks can read and replace them. When every such hook only reads (returns None and
-edits nothing in place, no backward hook needs the pattern's gradient, and with autograd on only the caching
-hooks, which keep detached copies, see it), the output is still taken from the fast kernel, so
-`model.run_with_cache(x)[0]` equals `model(x)` bit for bit; otherwise the output is `pattern @ v`, so a hook
-that keeps the live pattern can take gradients through it.
+edits nothing in place, and no backward hook needs the pattern's gradient), the output's values are still
+the fast kernel's, so `model.run_with_cache(x)[0]` equals `model(x)` bit for bit; an edit switches the output
+to `pattern @ v`. With autograd on, a reading hook other than the cache's may keep the live pattern and take
+gradients through it: the output then carries the fast kernel's values and `pattern @ v`'s gradients.
 """
 
 from __future__ import annotations
@@ -184,9 +184,11 @@ class Attention(nn.Module):
         bias = self._score_bias(q.shape[-2], k.shape[-2], additive_attention_mask, q)
         blocked = self._masked(q.shape[-2], k.shape[-2], attention_mask, q.device)
         padded = attention_mask is not None
-        z = self._explicit(q, k, v, bias, blocked, padded) if self.needs_pattern() else None
+        z, grad_path = self._explicit(q, k, v, bias, blocked, padded) if self.needs_pattern() else (None, None)
         if z is None:  # no pattern hooks, or hooks that only read: the plain forward's kernel and numbers
             z = self._fast(q, k, v, bias, blocked, padded)
+            if grad_path is not None:  # the fast kernel's values (exactly: x - x is 0), pattern @ v's gradients
+                z = z.detach() + (grad_path - grad_path.detach())
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
@@ -256,9 +258,11 @@ class Attention(nn.Module):
         bias: torch.Tensor | None,
         blocked: torch.Tensor | None,
         padded: bool,
-    ) -> torch.Tensor | None:
-        """pattern @ v, or None when the fast kernel may give the output: the config allows it and the hooks
-        on scores and pattern only read them (no replacement, no in-place edit, no backward hook)."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(pattern @ v, None), or (None, grad path) when the fast kernel may give the output: the config allows
+        it and the hooks on scores and pattern only read them (no replacement, no in-place edit, no backward
+        hook). The grad path is pattern @ v where a reading hook (not the cache's) may take gradients through
+        the pattern it saw, else None."""
         if self.group > 1:  # query head i reads key/value head i // group
             k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
         # In place on the fresh product: one [batch, head, query_pos, key_pos] tensor instead of three.
@@ -281,12 +285,10 @@ class Attention(nn.Module):
             and hooked_pattern is pattern
             and pattern._version == pattern_version
             and not (self.hook_attn_scores.bwd_hooks or self.hook_pattern.bwd_hooks)
-            # a user's hook may keep the live pattern to take gradients through it (attribution, EAP): then
-            # the output must depend on that very tensor; the caching hooks keep detached copies
-            and not (
-                torch.is_grad_enabled()
-                and pattern.requires_grad
-                and not (self.hook_attn_scores.only_detaching_hooks() and self.hook_pattern.only_detaching_hooks())
-            )
         )
-        return None if read_only else hooked_pattern @ v  # [batch, head, query_pos, d_head]
+        if not read_only:
+            return hooked_pattern @ v, None  # [batch, head, query_pos, d_head]
+        # A reading hook may keep the live pattern to take gradients through it (attribution, EAP): then the
+        # gradients must come from pattern @ v (the caching hooks keep detached copies and need none).
+        kept = not (self.hook_attn_scores.only_detaching_hooks() and self.hook_pattern.only_detaching_hooks())
+        return None, (hooked_pattern @ v if kept and torch.is_grad_enabled() and pattern.requires_grad else None)
