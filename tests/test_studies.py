@@ -111,9 +111,11 @@ def test_induction_circuit(tmp_path_factory) -> None:
     verdict, out = quick("induction-circuit", tmp_path_factory)
     check_complete(verdict, out, "induction-circuit")
     ok = passed(verdict)
-    # The induction head, its K-composition, its copying OV circuit and both ablations: the robust part.
-    # (The previous-token checks are reported, not asserted: the diagonal stops part-way, see the study.)
+    # The induction head, its K-composition, its copying OV circuit, both ablations and the positional QK
+    # circuit on the positions the task needs: the robust part.
     robust = [
+        "prev_token_L0H0_worst",
+        "pos_qk_below_diagonal_worst",
         "induction_L1H0_worst",
         "k_composition_ratio_worst",
         "copy_top1_L1H0_worst",
@@ -330,3 +332,21 @@ def test_workers_run_seeds_in_parallel_processes_and_summary_lists_every_study(t
     assert "not run" in text
     assert main(["study", "--summary", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_fit_slope_interval() -> None:
+    import torch
+
+    from circuitlab.studies.common import fit_slope
+
+    exact = fit_slope([0, 1, 2, 3], [1, 3, 5, 7])
+    assert exact["slope"] == pytest.approx(2.0) and exact["hi"] - exact["lo"] == pytest.approx(0.0, abs=1e-9)
+    gen = torch.Generator().manual_seed(0)
+    covered = 0
+    for _ in range(200):  # the 95% interval covers the true slope ~95% of the time
+        x = torch.arange(10.0)
+        fit = fit_slope(x.tolist(), (0.5 * x + torch.randn(10, generator=gen)).tolist())
+        covered += fit["lo"] <= 0.5 <= fit["hi"]
+    assert 180 <= covered <= 199
+    with pytest.raises(ValueError, match="distinct x"):
+        fit_slope([1, 1, 1], [1, 2, 3])

@@ -110,6 +110,25 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     return {"min": t.min().item(), "median": t.median().item(), "mean": t.mean().item(), "max": t.max().item()}
 
 
+def fit_slope(x: Sequence[float], y: Sequence[float], n_groups: int = 1) -> dict[str, float]:
+    """Least-squares slope of y on x with a 95% interval (slope +- t * standard error, t ~ the Student
+    quantile): a trend with its uncertainty, for claims "y grows with x". `n_groups` > 1: x and y were
+    centred per group (one intercept each), which costs that many degrees of freedom."""
+    xt = torch.tensor([float(v) for v in x], dtype=torch.float64)
+    yt = torch.tensor([float(v) for v in y], dtype=torch.float64)
+    n = len(xt)
+    if n < 2 + n_groups or float(xt.var()) == 0:
+        raise ValueError(f"a slope needs >= {2 + n_groups} points at >= 2 distinct x values, got {n}")
+    dx = xt - xt.mean()
+    slope = float((dx * (yt - yt.mean())).sum() / (dx * dx).sum())
+    resid = yt - yt.mean() - slope * dx
+    dof = n - 1 - n_groups
+    se = float((resid.pow(2).sum() / dof / (dx * dx).sum()).sqrt())
+    z = 1.959964  # 97.5% Student quantile by the Cornish-Fisher expansion (2.357 at 7 dof; exact 2.365)
+    t = z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+    return {"slope": slope, "lo": slope - t * se, "hi": slope + t * se, "n": float(n)}
+
+
 # ---- figures: circuitlab.viz's white layout; integer axes get integer ticks ---------------------------
 def _integer_axis(values: Sequence[Any] | None) -> bool:
     if values is None or len(values) == 0:
