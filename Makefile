@@ -34,14 +34,21 @@ $(CORPUS): $(STAMP)
 	$(PY) -m circuitlab.text fetch
 
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
-# report.html. A study whose claim FAILs does not stop the others; a crash does.
+# report.html, then docs/studies.md from the verdicts. A study whose claim FAILs (or is INCONCLUSIVE) does not
+# stop the others; a crash does. STUDY_WORKERS processes run independent seeds (studies with per-seed runs)
+# with one torch thread each. Estimate for this 2-core machine (not a measurement of the whole target): the
+# studies measured in full here took periodic-sequences 614 s (5 seeds, 2 workers, machine shared), and see
+# `circuitlab study --list` for the others; the rest are unmeasured in their current form.
 STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state
+STUDY_WORKERS ?= 2
 studies: $(STAMP) $(CORPUS)
 	@for s in $(STUDIES); do \
-		$(VENV)/bin/circuitlab study $$s --out runs/studies/$$s; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+		$(VENV)/bin/circuitlab study $$s --workers $(STUDY_WORKERS) --out runs/studies/$$s; rc=$$?; \
+		[ $$rc -le 1 ] || exit $$rc; \
 	done
+	$(VENV)/bin/circuitlab study --summary runs/studies
 
 # CPU torch first (a wheel already on this machine's disk), then the package with its extras.
 $(STAMP): pyproject.toml

@@ -155,7 +155,14 @@ def test_cli_runs_a_study(tmp_path, capsys) -> None:
     assert code == (0 if verdict["verdict"] == "PASS" else 1)
     assert f"attention-scaling: {verdict['verdict']}" in capsys.readouterr().out
     grid = verdict["measurements"]["init_grid"]
-    assert len(grid) == 12 and {r["d_head"] for r in grid} == {8, 16, 32, 64, 128, 256}
+    assert len(grid) == 36 and {r["d_head"] for r in grid} == {8, 16, 32, 64, 128, 256}
+    assert {r["init_range"] for r in grid} == {0.02, 0.1, 0.2}
+    # The robust part of the claim (Vaswani et al.'s footnote: q . k has variance d_k): the unscaled score
+    # spread grows like sqrt(d_head), the scaled one stays flat; the refuted gradient claim is explained.
+    ok = passed(verdict)
+    assert ok["unscaled_score_sd_slope_low"] and ok["unscaled_score_sd_slope_high"] and ok["scaled_score_sd_flat"]
+    assert abs(verdict["measurements"]["trends"]["unscaled_sd"]["slope"] - 0.5) < 0.05
+    assert not ok["qk_grad_ratio_at_max_d_head"] and "refuted" in verdict["explanation"]
 
 
 def test_periodic_sequences_quick_grows_an_induction_head(tmp_path_factory) -> None:

@@ -289,4 +289,12 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     return StudyResult(checks, measurements, page)
 
 
-STUDY = register(Study(name="board-state", claim=CLAIM, run=run, default_seeds=1))
+STUDY = register(
+    Study(
+        name="board-state",
+        claim=CLAIM,
+        run=run,
+        default_seeds=1,
+        source="Li et al. 2023 (Othello-GPT), Nanda et al. 2023 (linear board-state representations)",
+    )
+)

@@ -237,4 +237,11 @@ def _run(out: Path, seeds: list[int], quick: bool) -> StudyResult:
     return fine_tune_circuits(model_dir, out)
 
 
-register(Study("fine-tune-circuits", CLAIM, _run))
+register(
+    Study(
+        "fine-tune-circuits",
+        CLAIM,
+        _run,
+        source="fine-tuning's effect on circuits (a circuitlab question; no single source)",
+    )
+)

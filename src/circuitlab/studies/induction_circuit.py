@@ -368,4 +368,12 @@ def _page(first, m: dict) -> Page:
     return page
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="Elhage et al. 2021, A Mathematical Framework for Transformer Circuits (the 2-layer induction circuit)",
+    )
+)

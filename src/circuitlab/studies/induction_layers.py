@@ -145,4 +145,12 @@ def _curves(curves: dict[str, tuple[list, list]]):
     return fig
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="Elhage et al. 2021; Olsson et al. 2022 (induction heads need two layers)",
+    )
+)

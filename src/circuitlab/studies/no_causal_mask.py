@@ -142,4 +142,8 @@ def _page(per_seed: list[dict], model: HookedTransformer, batch: Batch) -> Page:
     return page
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME, CLAIM, run, default_seeds=3, source="a didactic check: why decoders mask the future (Vaswani et al. 2017)"
+    )
+)

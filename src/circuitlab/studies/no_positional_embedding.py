@@ -121,4 +121,12 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     return StudyResult(checks, measurements, page)
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="a didactic check: position from the causal mask alone (Haviv et al. 2022, NoPos)",
+    )
+)

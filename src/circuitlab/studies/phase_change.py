@@ -146,4 +146,12 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     return StudyResult(checks, measurements, page)
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="Olsson et al. 2022, In-context Learning and Induction Heads (the phase change)",
+    )
+)
