@@ -357,3 +357,19 @@ def test_fit_slope_interval() -> None:
     assert 180 <= covered <= 199
     with pytest.raises(ValueError, match="distinct x"):
         fit_slope([1, 1, 1], [1, 2, 3])
+
+
+def test_fine_tune_reshape_rank_against_random_heads() -> None:
+    from circuitlab.studies.fine_tune_circuits import SCORES, reshape_rank
+
+    def head(value: float, roles: list[str]) -> dict:
+        return {"roles": roles, "scores": dict.fromkeys(SCORES, value)}
+
+    before = {f"L0H{i}": head(0.0, ["induction"] if i < 2 else []) for i in range(8)}
+    moved = {h: head(1.0 if i < 2 else 0.01 * i, []) for i, h in enumerate(before)}  # the role heads move most
+    r = reshape_rank(before, moved)
+    assert r["role_heads"] == 2 and r["other_heads"] == 6 and r["rank"] > 0.95
+    still = {h: head(0.0 if i < 2 else 1.0, []) for i, h in enumerate(before)}  # only other heads move
+    assert reshape_rank(before, still)["rank"] < 0.05
+    nobody = {h: head(0.0, []) for h in before}
+    assert reshape_rank(nobody, moved)["role_heads"] == 0  # -> the precondition fails: INCONCLUSIVE
