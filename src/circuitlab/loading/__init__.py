@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..model.config import _dtype_from
+from ..model.io import CheckpointError, check_fits
 from . import files
 from .architectures import SUPPORTED, Architecture, find_architecture
 from .files import HubUnreachableError
@@ -23,6 +24,8 @@ from .processing import process_weights
 if TYPE_CHECKING:
     from ..model.transformer import HookedTransformer
 
+INTEGER_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "n_key_value_heads",
+                  "rotary_dim", "window_size")  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
@@ -45,27 +48,35 @@ def from_pretrained(
     the folder's tokenizer (if it has one) becomes `model.tokenizer`.
     """
     folder = files.resolve(name_or_path, revision)
-    arch = find_architecture(files.read_config(folder))  # before importing transformers: fails fast
+    raw = files.read_config(folder)
+    arch = find_architecture(raw)  # before importing transformers: fails fast
+    sizes = {hf: ours for ours, hf in arch.config.items() if isinstance(hf, str) and ours in INTEGER_FIELDS}
+    files.check_integer_fields(folder, raw, sizes)
     from transformers import AutoConfig
 
-    hf_cfg = AutoConfig.from_pretrained(str(folder))
-    state = files.load_state_dict(folder)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(folder))
+    except (ValueError, TypeError, KeyError, OSError) as err:  # transformers' validation errors span lines
+        why = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise CheckpointError(f"{folder / files.CONFIG_FILE} is not a valid {arch.name} config: {why}") from err
+    sources: dict[str, Path] = {}
+    state = files.load_state_dict(folder, sources)
     tok = load_tokenizer(folder) if tokenizer else None
-    return _build(
-        arch,
-        hf_cfg,
-        state,
-        tok,
-        dict(
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-        ),
-        dtype=dtype,
-        device=device,
-        name=str(name_or_path),
+    steps = dict(
+        fold_ln=fold_ln,
+        center_writing_weights=center_writing_weights,
+        center_unembed=center_unembed,
+        fold_value_biases=fold_value_biases,
     )
+    source = folder / files.CONFIG_FILE
+    try:
+        return _build(
+            arch, hf_cfg, state, tok, steps, dtype=dtype, device=device, name=str(name_or_path), source=source
+        )
+    except (RuntimeError, ValueError) as err:
+        if not isinstance(err, CheckpointError):
+            files.check_shapes(folder, hf_cfg, state, sources)  # names the file and tensor when shapes disagree
+        raise
 
 
 def from_pretrained_no_processing(name_or_path: str | os.PathLike, **kwargs: Any) -> HookedTransformer:
@@ -96,7 +107,7 @@ def from_hf_model(
         fold_value_biases=fold_value_biases,
     )
     name = getattr(hf_cfg, "_name_or_path", "") or type(hf_model).__name__
-    return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name)
+    return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name, source=name)
 
 
 def load_tokenizer(folder: Path) -> Any:
@@ -118,10 +129,13 @@ def _build(
     dtype: torch.dtype | str,
     device: str | torch.device | None,
     name: str,
+    source: str | Path,
 ) -> HookedTransformer:
     from ..model.transformer import HookedTransformer
 
     cfg = arch.make_config(hf_cfg, init_weights=False, model_name=name, tokenizer_name=name)
+    if isinstance(getattr(hf_cfg, "bos_token_id", None), int):  # the head-score probes start with it
+        cfg.extra["bos_token_id"] = hf_cfg.bos_token_id
     ours = arch.convert(state, cfg, tied=bool(getattr(hf_cfg, "tie_word_embeddings", False)))
     ours = {k: v.to(torch.float32) for k, v in ours.items()}  # process in float32 whatever the stored dtype
     with torch.device("meta"):  # the parameter names and shapes this config has, without memory
@@ -138,6 +152,7 @@ def _build(
             f"the {arch.name} weights do not fit the converted config: unset {unset[:8]}, unexpected {extra[:8]}, "
             f"shape mismatches {wrong[:8]}"
         )
+    check_fits(cfg, source)  # an absurd n_ctx (rotary tables) or d_vocab fails here, before allocating
     for k, v in expected.items():  # biases the family does not have (GPT-Neo's b_Q, Llama's b_O, b_U)
         ours.setdefault(k, torch.zeros(v.shape, dtype=torch.float32))
     process_weights(ours, cfg, **steps)

@@ -2,6 +2,7 @@
 
 from .cache import ActivationCache
 from .config import HookedTransformerConfig
+from .errors import ShapeError, TLCheckError
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookNameError, HookPoint
 from .io import CheckpointError
@@ -17,6 +18,8 @@ __all__ = [
     "HookedRootModule",
     "HookedTransformer",
     "HookedTransformerConfig",
+    "ShapeError",
+    "TLCheckError",
     "get_act_name",
     "lm_cross_entropy_loss",
 ]

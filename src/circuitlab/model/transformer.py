@@ -11,25 +11,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .block import TransformerBlock
-from .cache import ActivationCache
+from .cache import ActivationCache, accumulated_bias
 from .config import HookedTransformerConfig
 from .embed import Embed, PosEmbed, Unembed
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookPoint, NameFilter
+from .losses import lm_cross_entropy_loss
 from .norms import make_norm
 
 RETURN_TYPES = ("logits", "loss", "both", None)
-
-
-def lm_cross_entropy_loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool = False) -> torch.Tensor:
-    """Next-token cross-entropy: logits[:, i] predicts tokens[:, i + 1]. Per token: [batch, pos - 1]."""
-    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos - 1, vocab]
-    loss = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [batch, pos - 1]
-    return loss if per_token else loss.mean()
 
 
 class HookedTransformer(HookedRootModule):
@@ -195,6 +188,10 @@ class HookedTransformer(HookedRootModule):
         if names_filter is None or callable(names_filter):
             return [n for n in names if self.silent_hook_reason(n) is None]
         return names
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """Sum of the b_O (and b_out) biases written before `layer`: [d_model] (see `cache.accumulated_bias`)."""
+        return accumulated_bias(self, layer, mlp_input, include_mlp_biases)
 
     def tokens_to_residual_directions(self, tokens: int | torch.Tensor) -> torch.Tensor:
         """Unembedding directions W_U[:, token]: [..., d_model] for token ids [...]."""
@@ -406,11 +403,12 @@ class HookedTransformer(HookedRootModule):
         return generate(self, input, max_new_tokens, **kwargs)
 
     # ---- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write `path/` with config.json and model.safetensors, atomically (see `circuitlab.model.io`)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write `path/config.json` and `path/model.safetensors`, crash-safe, touching nothing else; a folder
+        that is not a circuitlab model folder is refused unless `overwrite` (see `circuitlab.model.io`)."""
         from .io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> HookedTransformer:
