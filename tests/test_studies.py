@@ -77,6 +77,10 @@ def test_every_study_is_listed_with_its_claim(capsys) -> None:
     for name in ALL:
         assert name in out
         assert STUDIES[name].claim.split()[0] in out
+        quick_s = STUDIES[name].measured_s[0]
+        line = next(l for l in out.splitlines() if l.startswith(name + "  "))
+        assert "quick " in line and "full " in line  # measured wall times, or "not measured"
+        assert (quick_s is None) == ("quick not measured" in line)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,12 @@ def _check_text(c: dict[str, Any]) -> str:
     return f"{mark} {c['name']} {value} ({test})"
 
 
+def _wall(v: dict[str, Any]) -> str:
+    env = v.get("environment", {})
+    workers = int(env.get("workers", 1))
+    return f"{v['wall_time_s']:.0f} s" + (f" ({workers} workers)" if workers > 1 else "")
+
+
 def read_verdicts(runs_dir: str | Path) -> dict[str, tuple[dict[str, Any], Path]]:
     """{study: (verdict dict, its folder)} for every `runs_dir/*/verdict.json`."""
     found = {}
@@ -66,7 +72,7 @@ def summary_markdown(runs_dir: str | Path, out_path: str | Path) -> str:
         link = os.path.relpath((folder / "report.html").resolve(), base)
         lines.append(
             f"| {name} | {_cell(v['claim'])} | {_cell(v.get('source', ''))} | **{v['verdict']}** | {numbers} | "
-            f"{len(v['seeds'])} | {'quick' if v['quick'] else 'full'} | {v['wall_time_s']:.0f} s | [report]({link}) |"
+            f"{len(v['seeds'])} | {'quick' if v['quick'] else 'full'} | {_wall(v)} | [report]({link}) |"
         )
     return "\n".join(lines) + "\n"
 
