@@ -32,7 +32,7 @@ from ..games import N_SPECIAL, register_legal_move_rate, relative_board
 from ..model import HookedTransformer
 from ..training import from_preset, train
 from ..viz.page import Page
-from .base import Check, Study, StudyResult, register
+from .base import Check, Study, StudyResult, progress_enabled, register
 
 CLAIM = (
     "A transformer trained only to predict legal moves of random games (tic-tac-toe; 6x6 Othello) plays legal "
@@ -60,7 +60,7 @@ def _train(preset: str, seed: int, steps: int | None) -> tuple[Any, HookedTransf
     training = {"seed": seed, **({"steps": steps} if steps else {})}
     task, model_cfg, train_cfg = from_preset(preset, model={"seed": seed}, training=training)
     result = train(
-        HookedTransformer(model_cfg), task, train_cfg, metrics=register_legal_move_rate(task), progress=False
+        HookedTransformer(model_cfg), task, train_cfg, metrics=register_legal_move_rate(task), progress=progress_enabled()
     )
     curve = [(row["step"], row["legal_move_rate"]) for row in result.history]
     return task, result.model.eval(), curve, result.seconds

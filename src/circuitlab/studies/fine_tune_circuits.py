@@ -29,7 +29,7 @@ from ..text.baselines import lm_loss
 from ..text.task import lm_batch, tokenized_windows
 from ..training import MetricsLog, TrainingConfig, list_checkpoints, load_checkpoint, train
 from ..viz.page import Page
-from .base import Check, Study, StudyResult, register
+from .base import Check, Study, StudyResult, phase, progress_enabled, register
 
 MODEL_ENV = "CIRCUITLAB_MODEL"
 DEFAULT_MODEL = Path("runs/text/hf")
@@ -117,7 +117,8 @@ def fine_tune_one(
     bos = (tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id) if tok is not None else 0
     task = fine_tune_task(task_name, model, bos if bos is not None else 0, **(task_params or {}))
     run_dir = out / task_name / "run"
-    result = train(model, task, training, out_dir=run_dir, progress=False)
+    phase(f"fine-tune-circuits: fine-tuning on {task_name}")
+    result = train(model, task, training, out_dir=run_dir, progress=progress_enabled())
     losses = {row["step"]: row["eval_loss"] for row in MetricsLog(run_dir / "metrics.jsonl").read()}
     checkpoints = []
     for step, path in list_checkpoints(run_dir):
