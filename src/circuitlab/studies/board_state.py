@@ -59,9 +59,8 @@ QUICK = dict(games=("tictactoe",), probe_games=300, steer_games=200, steps={"tic
 def _train(preset: str, seed: int, steps: int | None) -> tuple[Any, HookedTransformer, list, float]:
     training = {"seed": seed, **({"steps": steps} if steps else {})}
     task, model_cfg, train_cfg = from_preset(preset, model={"seed": seed}, training=training)
-    result = train(
-        HookedTransformer(model_cfg), task, train_cfg, metrics=register_legal_move_rate(task), progress=progress_enabled()
-    )
+    metrics = register_legal_move_rate(task)
+    result = train(HookedTransformer(model_cfg), task, train_cfg, metrics=metrics, progress=progress_enabled())
     curve = [(row["step"], row["legal_move_rate"]) for row in result.history]
     return task, result.model.eval(), curve, result.seconds
 
