@@ -1,5 +1,8 @@
 """The one-command studies in quick mode: complete, well-formed verdicts and reports; the robust claims
-(induction needs two layers, the induction circuit, no causal mask) on the right side of their thresholds.
+(induction needs two layers, the induction circuit with its positional check on the positions the task
+needs, no causal mask, the attention-score variance, an induction head on periodic sequences) on the right
+side of their thresholds; the verdict logic (PASS / FAIL / INCONCLUSIVE, per-seed fractions), --workers,
+--summary, and a hand-set offset head that the periodic study's induction check must reject.
 
 Studies share identically-configured trained models within the process (`studies.common.train_preset`
 memoises them), so the order below (study 1 first) keeps the total small.
@@ -109,9 +112,7 @@ def test_induction_needs_two_layers(tmp_path_factory) -> None:
     assert (out / "models" / "2L_seed0" / "model.safetensors").exists()
 
 
-@pytest.mark.slow
-def test_induction_circuit(tmp_path_factory) -> None:
-    quick("induction-needs-two-layers", tmp_path_factory)  # trains the same model first (shared)
+def test_induction_circuit(tmp_path_factory) -> None:  # quick: 600 steps, one seed (~5-10 s)
     verdict, out = quick("induction-circuit", tmp_path_factory)
     check_complete(verdict, out, "induction-circuit")
     ok = passed(verdict)
