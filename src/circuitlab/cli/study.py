@@ -54,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         if args.name:
             raise ValueError("give either a study NAME or --list, not both")
-        print("Wall times measured on the 2-core development machine (quick / full with default seeds, 1 worker).")
+        print(
+            "Wall times measured on the 2-core development machine, default seeds, 1 worker unless noted "
+            "(machine shared with other jobs: read them as upper bounds)."
+        )
         for name in sorted(STUDIES):
             study = STUDIES[name]
             quick_s, full_s = study.measured_s
-            print(f"{name}  (default seeds: {study.default_seeds}; quick {_seconds(quick_s)}, full {_seconds(full_s)})")
+            seeds = f"{study.default_seeds}" + (f", quick {study.quick_seeds}" if study.quick_seeds else "")
+            print(f"{name}  (default seeds: {seeds}; quick {_seconds(quick_s)}, full {_seconds(full_s)})")
             print(textwrap.indent(textwrap.fill(study.claim, 100), "    "))
         return 0
     if not args.name:

@@ -199,7 +199,8 @@ class Study:
     """A named, registered experiment. `run(out_dir, seeds, quick)` does the work; or `run_seed(out_dir,
     seed, quick) -> dict` per seed plus `combine(out_dir, per_seed, quick) -> StudyResult`, which lets
     `--workers` run seeds in parallel. `measured_s` = (quick, full) wall time measured on the
-    development machine (2 cores), for `study --list`; None where not measured."""
+    development machine (2 cores), for `study --list`; None where not measured. `quick_seeds`: the
+    default number of seeds in quick mode (to keep it under 2 minutes)."""
 
     name: str
     claim: str
@@ -209,6 +210,7 @@ class Study:
     run_seed: Callable[[Path, int, bool], dict[str, Any]] | None = None
     combine: Callable[[Path, list[dict[str, Any]], bool], StudyResult] | None = None
     measured_s: tuple[float | None, float | None] = (None, None)
+    quick_seeds: int | None = None  # default seeds in quick mode (None: default_seeds)
 
     def __post_init__(self) -> None:
         if self.run is None and (self.run_seed is None or self.combine is None):
@@ -301,7 +303,8 @@ def run_study(
     import torch
 
     study = get_study(name)
-    n = study.default_seeds if seeds is None else seeds
+    default = study.quick_seeds if quick and study.quick_seeds is not None else study.default_seeds
+    n = default if seeds is None else seeds
     if n < 1:
         raise ValueError(f"seeds must be >= 1, got {n}")
     if workers < 1:

@@ -295,5 +295,6 @@ STUDY = register(
         run=run,
         default_seeds=1,
         source="Li et al. 2023 (Othello-GPT), Nanda et al. 2023 (linear board-state representations)",
+        measured_s=(9, None),
     )
 )

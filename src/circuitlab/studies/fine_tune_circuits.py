@@ -281,5 +281,6 @@ register(
         CLAIM,
         _run,
         source="fine-tuning's effect on circuits (a circuitlab question; no single source)",
+        measured_s=(8, None),
     )
 )

@@ -159,5 +159,6 @@ register(
         run,
         default_seeds=3,
         source="Elhage et al. 2021; Olsson et al. 2022 (induction heads need two layers)",
+        measured_s=(30, 33),
     )
 )

@@ -297,5 +297,6 @@ register(
         CLAIM,
         _run,
         source="Olsson et al. 2022, In-context Learning and Induction Heads (small models on natural text)",
+        measured_s=(7, None),
     )
 )

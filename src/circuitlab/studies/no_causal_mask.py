@@ -149,6 +149,11 @@ def _page(per_seed: list[dict], model: HookedTransformer, batch: Batch) -> Page:
 
 register(
     Study(
-        NAME, CLAIM, run, default_seeds=3, source="a didactic check: why decoders mask the future (Vaswani et al. 2017)"
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="a didactic check: why decoders mask the future (Vaswani et al. 2017)",
+        measured_s=(37, None),
     )
 )

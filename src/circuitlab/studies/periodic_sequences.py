@@ -364,8 +364,10 @@ register(
         NAME,
         CLAIM,
         default_seeds=5,
+        quick_seeds=1,
         source=SOURCE,
         run_seed=run_seed,
         combine=combine,
+        measured_s=(45, 614),
     )
 )
