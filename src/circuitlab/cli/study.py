@@ -62,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
             study = STUDIES[name]
             quick_s, full_s = study.measured_s
             seeds = f"{study.default_seeds}" + (f", quick {study.quick_seeds}" if study.quick_seeds else "")
-            print(f"{name}  (default seeds: {seeds}; quick {_seconds(quick_s)}, full {_seconds(full_s)})")
+            print(
+                f"{name}  (default seeds: {seeds}; quick {_seconds(quick_s)}, full {_seconds(full_s)}"
+                + (f" with {study.measured_workers} workers" if study.measured_workers > 1 else "")
+                + ")"
+            )
             print(textwrap.indent(textwrap.fill(study.claim, 100), "    "))
         return 0
     if not args.name:

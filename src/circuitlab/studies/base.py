@@ -211,6 +211,7 @@ class Study:
     combine: Callable[[Path, list[dict[str, Any]], bool], StudyResult] | None = None
     measured_s: tuple[float | None, float | None] = (None, None)
     quick_seeds: int | None = None  # default seeds in quick mode (None: default_seeds)
+    measured_workers: int = 1  # worker processes of the measured full run
 
     def __post_init__(self) -> None:
         if self.run is None and (self.run_seed is None or self.combine is None):

@@ -369,5 +369,6 @@ register(
         run_seed=run_seed,
         combine=combine,
         measured_s=(45, 614),
+        measured_workers=2,
     )
 )
