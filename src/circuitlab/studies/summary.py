@@ -54,7 +54,8 @@ def summary_markdown(runs_dir: str | Path, out_path: str | Path) -> str:
         "Verdicts: PASS (every check holds), FAIL (a check of the claim failed), INCONCLUSIVE (a precondition "
         "failed, so the claim was not tested). Numbers over seeds are `median [min, max]`; a per-seed check "
         "passes when the stated fraction of seeds passes (✓ pass, ✗ fail, ? failed precondition). "
-        "Mode `quick` rows are smoke-scale runs, not the study's result.",
+        "Mode `quick` rows are smoke-scale runs, not the study's result; `missing` rows were not run. The reports "
+        "are linked where the run folders are (they are not committed).",
         "",
         "| study | claim | source | verdict | key numbers | seeds | mode | wall time | report |",
         "|---|---|---|---|---|---|---|---|---|",
