@@ -181,6 +181,14 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     explanation = f"The best single head restores {top[0][2]:.2f} and the last layer's heads together {joint:.2f}" + (
         ": the answer is spread over several heads." if top[0][2] < MIN_LAST_LAYER_HEADS_RESTORE <= joint else "."
     )
+    final_restore = float(resid[-2, -1])
+    if final_restore > MAX_FINAL_POS_RESTORE:
+        explanation += (
+            f" Entering the last layer, the final position already carries {final_restore:.2f} of the answer (and "
+            f"the last-name position {name_restore:.2f}): layer 0 moves part of it, so in this model the move is "
+            "not the last layer's alone. A finding about this model (several heads in layer 0 can copy), not a "
+            "metric artefact: the patch is the whole residual stream at one position."
+        )
     measurements = {
         "source": p["source"],
         "training_steps": p["steps"],
