@@ -35,10 +35,12 @@ $(CORPUS): $(STAMP)
 
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
 # report.html, then docs/studies.md from the verdicts. A study whose claim FAILs (or is INCONCLUSIVE) does not
-# stop the others; a crash does. STUDY_WORKERS processes run independent seeds (studies with per-seed runs)
-# with one torch thread each. Estimate for this 2-core machine (not a measurement of the whole target): the
-# studies measured in full here took periodic-sequences 614 s (5 seeds, 2 workers, machine shared), and see
-# `circuitlab study --list` for the others; the rest are unmeasured in their current form.
+# stop the others; a crash does. STUDY_WORKERS processes run independent seeds (studies with per-seed runs:
+# periodic-sequences) with one torch thread each. Time on this 2-core machine, an ESTIMATE from the parts
+# measured here (machine shared): 8 studies measured in full took 18 min together (periodic-sequences 614 s
+# with 2 workers, attention-scaling 203 s, the other six 20-68 s each); natural-induction, fine-tune-circuits
+# and board-state were not re-measured in their current form (natural-induction 161 s and fine-tune-circuits
+# 461 s earlier, plus training the tiny-lm and othello6 models if absent). Well within 3 hours.
 STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state
