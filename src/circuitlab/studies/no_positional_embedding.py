@@ -137,6 +137,6 @@ register(
         run,
         default_seeds=3,
         source="a didactic check: position from the causal mask alone (Haviv et al. 2022, NoPos)",
-        measured_s=(55, None),
+        measured_s=(55, 68),
     )
 )

@@ -163,6 +163,6 @@ register(
         run,
         default_seeds=3,
         source="Olsson et al. 2022, In-context Learning and Induction Heads (the phase change)",
-        measured_s=(10, None),
+        measured_s=(10, 28),
     )
 )
