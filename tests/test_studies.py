@@ -378,3 +378,19 @@ def test_fine_tune_reshape_rank_against_random_heads() -> None:
     assert reshape_rank(before, still)["rank"] < 0.05
     nobody = {h: head(0.0, []) for h in before}
     assert reshape_rank(nobody, moved)["role_heads"] == 0  # -> the precondition fails: INCONCLUSIVE
+
+
+def test_progress_lines_follow_the_flag(tmp_path, monkeypatch, capsys) -> None:
+    from circuitlab.studies import Study
+
+    monkeypatch.setitem(
+        STUDIES, "fake-study", Study("fake-study", "A fake claim.", run_seed=_fake_seed, combine=_fake_combine)
+    )
+    run_study("fake-study", tmp_path / "a", seeds=2, progress=True)
+    err = capsys.readouterr().err
+    assert "fake-study: 2 seed(s), full mode" in err and "seed 1 (2/2)" in err and "combining" in err
+    run_study("fake-study", tmp_path / "b", seeds=2, progress=False)
+    assert capsys.readouterr().err == ""
+    assert main(["study", "fake-study", "--seeds", "1", "--no-progress", "--out", str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()  # seed 0 has value 0 <= 0.5: PASS, and nothing on stderr
+    assert captured.err == "" and "fake-study: PASS" in captured.out and "half the seeds are small" in captured.out
