@@ -375,7 +375,7 @@ register(
         run,
         default_seeds=3,
         source="Elhage et al. 2021, A Mathematical Framework for Transformer Circuits (the 2-layer induction circuit)",
-        measured_s=(None, 20),
+        measured_s=(8, 20),
         quick_seeds=1,
     )
 )
