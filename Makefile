@@ -39,9 +39,9 @@ $(CORPUS): $(STAMP)
 # periodic-sequences) with one torch thread each. Time on this 2-core machine, an ESTIMATE from the parts
 # measured here (machine shared): 8 studies measured in full took 18 min together (periodic-sequences 614 s
 # with 2 workers, attention-scaling 203 s, the other six 20-68 s each); natural-induction, fine-tune-circuits
-# and board-state were not re-measured in their current form (natural-induction 161 s and fine-tune-circuits
+# board-state and induction-circuit-discovery were not measured in their current form (natural-induction 161 s and fine-tune-circuits
 # 461 s earlier, plus training the tiny-lm and othello6 models if absent). Well within 3 hours.
-STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
+STUDIES := induction-needs-two-layers induction-circuit induction-circuit-discovery no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state
 STUDY_WORKERS ?= 2
