@@ -34,14 +34,23 @@ $(CORPUS): $(STAMP)
 	$(PY) -m circuitlab.text fetch
 
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
-# report.html. A study whose claim FAILs does not stop the others; a crash does.
+# report.html, then docs/studies.md from the verdicts. A study whose claim FAILs (or is INCONCLUSIVE) does not
+# stop the others; a crash does. STUDY_WORKERS processes run independent seeds (studies with per-seed runs:
+# periodic-sequences) with one torch thread each. Time on this 2-core machine, an ESTIMATE from the parts
+# measured here (machine shared): 8 studies measured in full took 18 min together (periodic-sequences 614 s
+# with 2 workers, attention-scaling 203 s, the other six 20-68 s each); natural-induction, fine-tune-circuits
+# board-state and induction-circuit-discovery were not measured in their current form (natural-induction 161 s and fine-tune-circuits
+# 461 s earlier, plus training the tiny-lm and othello6 models if absent). Well within 3 hours.
 STUDIES := induction-needs-two-layers induction-circuit induction-circuit-discovery no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state
+STUDY_WORKERS ?= 2
 studies: $(STAMP) $(CORPUS)
 	@for s in $(STUDIES); do \
-		$(VENV)/bin/circuitlab study $$s --out runs/studies/$$s; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+		$(VENV)/bin/circuitlab study $$s --workers $(STUDY_WORKERS) --out runs/studies/$$s; rc=$$?; \
+		[ $$rc -le 1 ] || exit $$rc; \
 	done
+	$(VENV)/bin/circuitlab study --summary runs/studies
 
 # CPU torch first (a wheel already on this machine's disk), then the package with its extras.
 $(STAMP): pyproject.toml

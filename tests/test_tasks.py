@@ -66,6 +66,17 @@ def test_periodic_sequences() -> None:
     assert len(set(batch.metadata["period"].tolist())) == 5
 
 
+def test_periodic_fixed_dataset_draws_only_its_sequences() -> None:
+    task = Periodic(vocab=50, length=40, min_period=3, max_period=7, n_sequences=8, dataset_seed=5)
+    pool = {tuple(r) for r in task.generate(400, seed=1).tokens.tolist()}
+    assert len(pool) == 8  # every batch comes from the same 8 sequences...
+    again = Periodic(vocab=50, length=40, min_period=3, max_period=7, n_sequences=8, dataset_seed=5)
+    assert {tuple(r) for r in again.generate(400, seed=2).tokens.tolist()} == pool  # ...fixed by dataset_seed
+    other = Periodic(vocab=50, length=40, min_period=3, max_period=7, n_sequences=8, dataset_seed=6)
+    assert {tuple(r) for r in other.generate(400, seed=1).tokens.tolist()} != pool
+    assert len({tuple(r) for r in Periodic(vocab=50, length=40).generate(400, seed=1).tokens.tolist()}) == 400
+
+
 def test_most_frequent_by_hand() -> None:
     batch = MostFrequent(vocab=8, length=12).generate(32, seed=0)
     for row in range(32):

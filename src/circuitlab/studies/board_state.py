@@ -32,7 +32,7 @@ from ..games import N_SPECIAL, register_legal_move_rate, relative_board
 from ..model import HookedTransformer
 from ..training import from_preset, train
 from ..viz.page import Page
-from .base import Check, Study, StudyResult, register
+from .base import Check, Study, StudyResult, progress_enabled, register
 
 CLAIM = (
     "A transformer trained only to predict legal moves of random games (tic-tac-toe; 6x6 Othello) plays legal "
@@ -59,9 +59,8 @@ QUICK = dict(games=("tictactoe",), probe_games=300, steer_games=200, steps={"tic
 def _train(preset: str, seed: int, steps: int | None) -> tuple[Any, HookedTransformer, list, float]:
     training = {"seed": seed, **({"steps": steps} if steps else {})}
     task, model_cfg, train_cfg = from_preset(preset, model={"seed": seed}, training=training)
-    result = train(
-        HookedTransformer(model_cfg), task, train_cfg, metrics=register_legal_move_rate(task), progress=False
-    )
+    metrics = register_legal_move_rate(task)
+    result = train(HookedTransformer(model_cfg), task, train_cfg, metrics=metrics, progress=progress_enabled())
     curve = [(row["step"], row["legal_move_rate"]) for row in result.history]
     return task, result.model.eval(), curve, result.seconds
 
@@ -289,4 +288,13 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     return StudyResult(checks, measurements, page)
 
 
-STUDY = register(Study(name="board-state", claim=CLAIM, run=run, default_seeds=1))
+STUDY = register(
+    Study(
+        name="board-state",
+        claim=CLAIM,
+        run=run,
+        default_seeds=1,
+        source="Li et al. 2023 (Othello-GPT), Nanda et al. 2023 (linear board-state representations)",
+        measured_s=(9, None),
+    )
+)

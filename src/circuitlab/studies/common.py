@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from ..model import HookedTransformer
 from ..tasks import Batch, RepeatedTokens, Task
 from ..training import TrainResult, from_preset, train
+from ..viz._common import layout
+from .base import phase, progress_enabled
 
 
 def train_preset(
@@ -42,7 +44,9 @@ def train_preset(
     if plain and key in _TRAINED:
         return _TRAINED[key]
     task = task or preset_task
-    result = train(HookedTransformer(model_cfg), task, train_cfg, out_dir=out_dir, metrics=metrics, progress=False)
+    phase(f"training {preset} (seed {seed}, {steps} steps)")
+    model = HookedTransformer(model_cfg)
+    result = train(model, task, train_cfg, out_dir=out_dir, metrics=metrics, progress=progress_enabled())
     if plain:
         _TRAINED[key] = (task, result)
     return task, result
@@ -101,11 +105,49 @@ def attention_pattern(model: HookedTransformer, tokens: torch.Tensor, layer: int
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
+    """min / median / mean / max of per-seed values."""
     t = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    return {"min": t.min().item(), "max": t.max().item(), "mean": t.mean().item()}
+    return {"min": t.min().item(), "median": t.median().item(), "mean": t.mean().item(), "max": t.max().item()}
 
 
-# ---- figures (plotly.graph_objects, kept small) ----------------------------------------------------
+def fit_slope(x: Sequence[float], y: Sequence[float], n_groups: int = 1) -> dict[str, float]:
+    """Least-squares slope of y on x with a 95% interval (slope +- t * standard error, t ~ the Student
+    quantile): a trend with its uncertainty, for claims "y grows with x". `n_groups` > 1: x and y were
+    centred per group (one intercept each), which costs that many degrees of freedom."""
+    xt = torch.tensor([float(v) for v in x], dtype=torch.float64)
+    yt = torch.tensor([float(v) for v in y], dtype=torch.float64)
+    n = len(xt)
+    if n < 2 + n_groups or float(xt.var()) == 0:
+        raise ValueError(f"a slope needs >= {2 + n_groups} points at >= 2 distinct x values, got {n}")
+    dx = xt - xt.mean()
+    slope = float((dx * (yt - yt.mean())).sum() / (dx * dx).sum())
+    resid = yt - yt.mean() - slope * dx
+    dof = n - 1 - n_groups
+    se = float((resid.pow(2).sum() / dof / (dx * dx).sum()).sqrt())
+    z = 1.959964  # 97.5% Student quantile by the Cornish-Fisher expansion (2.357 at 7 dof; exact 2.365)
+    t = z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+    return {"slope": slope, "lo": slope - t * se, "hi": slope + t * se, "n": float(n)}
+
+
+# ---- figures: circuitlab.viz's white layout; integer axes get integer ticks ---------------------------
+def _integer_axis(values: Sequence[Any] | None) -> bool:
+    if values is None or len(values) == 0:
+        return False
+    try:
+        return all(float(v).is_integer() for v in values)
+    except (TypeError, ValueError):  # category labels
+        return False
+
+
+def _style(fig: Any, title: str, xlabel: str, ylabel: str, height: int, x: Any = None, y: Any = None) -> Any:
+    layout(fig, title, xaxis_title=xlabel, yaxis_title=ylabel, height=height)
+    if _integer_axis(x):
+        fig.update_xaxes(tickformat="d")
+    if _integer_axis(y):
+        fig.update_yaxes(tickformat="d")
+    return fig
+
+
 def heatmap(
     z: Any,
     title: str,
@@ -125,7 +167,7 @@ def heatmap(
     fig = go.Figure(
         go.Heatmap(z=z, x=list(x) if x is not None else None, y=list(y) if y is not None else None, **kwargs)
     )
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=420, margin=dict(t=50, b=40))
+    _style(fig, title, xlabel, ylabel, 420, x, y)
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -142,7 +184,7 @@ def lines(
     import plotly.graph_objects as go
 
     fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name) for name, y in ys.items()])
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=400, margin=dict(t=50, b=40))
+    _style(fig, title, xlabel, ylabel, 400, x=None if log_x else list(x))
     if log_x:
         fig.update_xaxes(type="log")
     if log_y:
@@ -154,5 +196,6 @@ def bars(labels: Sequence[str], values: dict[str, Sequence[float]], title: str, 
     import plotly.graph_objects as go
 
     fig = go.Figure([go.Bar(x=list(labels), y=list(v), name=name) for name, v in values.items()])
-    fig.update_layout(title=title, yaxis_title=ylabel, barmode="group", height=380, margin=dict(t=50, b=40))
+    _style(fig, title, "", ylabel, 380)
+    fig.update_layout(barmode="group")
     return fig

@@ -29,7 +29,7 @@ from ..text.baselines import lm_loss
 from ..text.task import lm_batch, tokenized_windows
 from ..training import MetricsLog, TrainingConfig, list_checkpoints, load_checkpoint, train
 from ..viz.page import Page
-from .base import Check, Study, StudyResult, register
+from .base import Check, Study, StudyResult, phase, progress_enabled, register
 
 MODEL_ENV = "CIRCUITLAB_MODEL"
 DEFAULT_MODEL = Path("runs/text/hf")
@@ -42,6 +42,36 @@ CLAIM = (
     "the loss on held-out English shows what is forgotten."
 )
 LEARNED_RATIO = 0.9  # fixed in advance: the task loss must fall below 90% of its value before fine-tuning
+# "Reshapes its existing circuits", against a null of random heads: the heads that had a role before
+# fine-tuning change their scores (sum over SCORES of |after - before|) more than random head sets of the
+# same size. Measured: the fraction of random sets whose mean change is below the role heads' (a percentile
+# rank; 0.5 = no different from random). >= 0.8: the role heads sit in the top fifth of the null, fixed
+# before any run. Preconditions (INCONCLUSIVE when they fail): the task was learned, the census was recorded
+# at every checkpoint, and at least one head had a role to reshape.
+MIN_RESHAPE_RANK = 0.8
+NULL_DRAWS, NULL_SEED = 2000, 0
+
+
+def score_change(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Total absolute change of one head's census scores."""
+    return sum(abs(after["scores"][k] - before["scores"][k]) for k in SCORES)
+
+
+def reshape_rank(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The role heads' mean score change and its percentile rank among random head sets of the same size."""
+    heads = sorted(first)
+    change = torch.tensor([score_change(first[h], last[h]) for h in heads])  # [head]
+    roles = torch.tensor([bool(first[h]["roles"]) for h in heads])
+    k = int(roles.sum())
+    out = {"role_heads": k, "other_heads": len(heads) - k, "random_change": float(change.mean())}
+    if k == 0 or k == len(heads):  # nothing to reshape, or no head left for the null
+        return {**out, "role_change": float("nan"), "rank": float("nan")}
+    gen = torch.Generator().manual_seed(NULL_SEED)
+    picks = torch.rand(NULL_DRAWS, len(heads), generator=gen).argsort(1)[:, :k]  # [draw, k] random head sets
+    null = change[picks].mean(1)  # [draw]
+    observed = float(change[roles].mean())
+    rank = float((null < observed).float().mean() + 0.5 * (null == observed).float().mean())
+    return {**out, "role_change": observed, "random_change": float(null.mean()), "rank": rank}
 
 
 def fine_tune_task(name: str, model: HookedTransformer, bos: int, **params: Any) -> Task:
@@ -87,7 +117,8 @@ def fine_tune_one(
     bos = (tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id) if tok is not None else 0
     task = fine_tune_task(task_name, model, bos if bos is not None else 0, **(task_params or {}))
     run_dir = out / task_name / "run"
-    result = train(model, task, training, out_dir=run_dir, progress=False)
+    phase(f"fine-tune-circuits: fine-tuning on {task_name}")
+    result = train(model, task, training, out_dir=run_dir, progress=progress_enabled())
     losses = {row["step"]: row["eval_loss"] for row in MetricsLog(run_dir / "metrics.jsonl").read()}
     checkpoints = []
     for step, path in list_checkpoints(run_dir):
@@ -186,11 +217,18 @@ def fine_tune_circuits(
             "fates": traj["fates"],
             "checkpoints": traj["checkpoint_steps"],
         }
+        reshape = reshape_rank(first["heads"], last["heads"])
+        measurements["tasks"][name]["reshape"] = reshape
         checks += [
             Check(f"{name}: learned", last["task_loss"] / first["task_loss"], "<", LEARNED_RATIO,
-                  "task loss after / before fine-tuning"),
+                  "task loss after / before fine-tuning", precondition=True),
             Check(f"{name}: trajectory complete", trajectory_complete(traj), ">=", 1.0,
-                  "fraction of checkpoints with the full census recorded"),
+                  "fraction of checkpoints with the full census recorded", precondition=True),
+            Check(f"{name}: heads with and without a role before", min(reshape["role_heads"], reshape["other_heads"]),
+                  ">=", 1, "fewer of: heads with a census role before fine-tuning (circuits to reshape), heads "
+                  "without (the null)", precondition=True),
+            Check(f"{name}: role heads reshaped", reshape["rank"] if reshape["rank"] == reshape["rank"] else 0.0, ">=",
+                  MIN_RESHAPE_RANK, "percentile of the role heads' score change among random head sets"),
         ]  # fmt: skip
         page.heading(f"Fine-tuned on {name}")
         page.table([{
@@ -237,4 +275,12 @@ def _run(out: Path, seeds: list[int], quick: bool) -> StudyResult:
     return fine_tune_circuits(model_dir, out)
 
 
-register(Study("fine-tune-circuits", CLAIM, _run))
+register(
+    Study(
+        "fine-tune-circuits",
+        CLAIM,
+        _run,
+        source="fine-tuning's effect on circuits (a circuitlab question; no single source)",
+        measured_s=(8, None),
+    )
+)

@@ -25,7 +25,10 @@ CLAIM = (
     "(low loss, strongly negative in-context-learning score) and a 1-layer model trained with the same "
     "budget cannot, in every seed."
 )
-# Thresholds, fixed before any run (nats). Worst seed against each.
+# Thresholds, fixed before any run (nats); each must hold on every seed. Elhage et al. 2021: induction
+# needs K-composition of two heads, so a 1-layer model cannot predict the second copy and a 2-layer one
+# can. 0.5 nats = 60% on the right token; 2.0 = no better than a bet on the ~8+ tokens already seen;
+# ICL -2 nats: the second copy at least e^2 times likelier than the same tokens in the first.
 TWO_LAYER_MAX_REPEAT_LOSS = 0.5
 ONE_LAYER_MIN_REPEAT_LOSS = 2.0
 TWO_LAYER_MAX_ICL = -2.0
@@ -65,32 +68,36 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     two_icl = summary([r["2L_icl_score"] for r in per_seed])
     gap = summary([r["icl_gap"] for r in per_seed])
     checks = [
-        Check(
+        Check.over_seeds(
             "two_layer_repeat_loss_worst",
-            two_loss["max"],
+            [r["2L_late_loss"] for r in per_seed],
             "<=",
             TWO_LAYER_MAX_REPEAT_LOSS,
+            1.0,  # every seed
             "repeated-half loss of the 2-layer model, worst seed (nats)",
         ),
-        Check(
+        Check.over_seeds(
             "one_layer_repeat_loss_best",
-            one_loss["min"],
+            [r["1L_late_loss"] for r in per_seed],
             ">=",
             ONE_LAYER_MIN_REPEAT_LOSS,
+            1.0,  # every seed
             "repeated-half loss of the 1-layer model, best seed (nats)",
         ),
-        Check(
+        Check.over_seeds(
             "two_layer_icl_worst",
-            two_icl["max"],
+            [r["2L_icl_score"] for r in per_seed],
             "<=",
             TWO_LAYER_MAX_ICL,
+            1.0,  # every seed
             "ICL score (second-copy loss minus first-copy loss) of the 2-layer model, worst seed",
         ),
-        Check(
+        Check.over_seeds(
             "icl_gap_worst",
-            gap["max"],
+            [r["icl_gap"] for r in per_seed],
             "<=",
             MAX_ICL_GAP,
+            1.0,  # every seed
             "ICL score of the 2-layer minus the 1-layer model, same seed, worst seed",
         ),
     ]
@@ -145,4 +152,13 @@ def _curves(curves: dict[str, tuple[list, list]]):
     return fig
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="Elhage et al. 2021; Olsson et al. 2022 (induction heads need two layers)",
+        measured_s=(30, 33),
+    )
+)

@@ -29,7 +29,9 @@ CLAIM = (
     "collapses to near zero while greedy generation, which cannot see the future, fails."
 )
 # Thresholds, fixed before any run. Worst seed against each.
-MAX_TRAIN_LOSS = 0.1  # nats: the loss with the future visible collapses
+# Claim: without the mask a model trained on next-token prediction reads the answer from the future, so
+# its training loss collapses while generation (which has no future) gets no benefit.
+MAX_TRAIN_LOSS = 0.1  # nats: the loss with the future visible collapses (0.1 nats = 90% on the answer)
 MIN_GENERATION_LOSS = 2.0  # nats: from the prefix alone it is no better than guessing among seen tokens
 MAX_GENERATION_ACCURACY = 0.2  # greedy accuracy from the prefix alone (chance is 1/63)
 
@@ -83,25 +85,28 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
         per_seed.append(row)
 
     checks = [
-        Check(
+        Check.over_seeds(
             "no_mask_train_loss_worst",
-            max(r["no_mask_train_loss"] for r in per_seed),
+            [r["no_mask_train_loss"] for r in per_seed],
             "<=",
             MAX_TRAIN_LOSS,
+            1.0,  # every seed
             "repeated-half loss with the whole sequence visible, as in training (nats)",
         ),
-        Check(
+        Check.over_seeds(
             "no_mask_generation_loss_best",
-            min(r["no_mask_generation_loss"] for r in per_seed),
+            [r["no_mask_generation_loss"] for r in per_seed],
             ">=",
             MIN_GENERATION_LOSS,
+            1.0,  # every seed
             "the same predictions from the prefix alone, as greedy generation makes them",
         ),
-        Check(
+        Check.over_seeds(
             "no_mask_generation_accuracy_worst",
-            max(r["no_mask_generation_accuracy"] for r in per_seed),
+            [r["no_mask_generation_accuracy"] for r in per_seed],
             "<=",
             MAX_GENERATION_ACCURACY,
+            1.0,  # every seed
             "greedy accuracy on the repeated half from the prefix alone",
         ),
     ]
@@ -142,4 +147,13 @@ def _page(per_seed: list[dict], model: HookedTransformer, batch: Batch) -> Page:
     return page
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="a didactic check: why decoders mask the future (Vaswani et al. 2017)",
+        measured_s=(37, 46),
+    )
+)

@@ -28,10 +28,16 @@ CLAIM = (
     "In a 2-layer attention-only model on repeated random tokens, the induction head forms abruptly, and the "
     "jump of the in-context-learning score and the drop of the loss happen at the same step."
 )
-# Thresholds, fixed before any run, as fractions of the run's length (worst seed).
-MIN_FINAL_INDUCTION = 0.5  # the head forms at all
-MAX_EVENT_SPREAD = 0.1  # the three event steps lie within this fraction of the run
-MAX_RISE_TIME = 0.2  # induction score from 20% to 80% of its rise within this fraction of the run
+# Thresholds, fixed before any run, as fractions of the run's length; each must hold on every seed.
+# Precondition: the head forms at all (the census's induction level is 0.3; 0.5 = clearly formed). Without
+# it there is no phase change to time, so the verdict is INCONCLUSIVE, not FAIL.
+MIN_FINAL_INDUCTION = 0.5
+# Olsson et al. 2022: induction heads form, the ICL score jumps and the loss bump shows "in the same
+# window" (a small fraction of training). Here: the three event steps within a tenth of the run...
+MAX_EVENT_SPREAD = 0.1
+# ...and "abruptly": the induction score goes from 20% to 80% of its rise within a fifth of the run
+# (a gradual, linear rise over the run would take 60%).
+MAX_RISE_TIME = 0.2
 
 STEPS, QUICK_STEPS, EVAL_EVERY = 600, 150, 10
 EVAL_SEED = 424242
@@ -99,25 +105,29 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
         traces[seed] = (x, series, events)
 
     checks = [
-        Check(
+        Check.over_seeds(
             "final_induction_worst",
-            min(r["final_induction"] for r in per_seed),
+            [r["final_induction"] for r in per_seed],
             ">=",
             MIN_FINAL_INDUCTION,
-            "induction score of the layer-1 head at the end",
+            1.0,  # every seed
+            precondition=True,
+            description="induction score of the layer-1 head at the end",
         ),
-        Check(
+        Check.over_seeds(
             "event_spread_fraction_worst",
-            max(r["event_spread_steps"] for r in per_seed) / steps,
+            [r["event_spread_steps"] / steps for r in per_seed],
             "<=",
             MAX_EVENT_SPREAD,
+            1.0,  # every seed
             "latest minus earliest of the three event steps, as a fraction of the run",
         ),
-        Check(
+        Check.over_seeds(
             "induction_rise_fraction_worst",
-            max(r["induction_rise_steps"] for r in per_seed) / steps,
+            [r["induction_rise_steps"] / steps for r in per_seed],
             "<=",
             MAX_RISE_TIME,
+            1.0,  # every seed
             "steps for the induction score to go from 20% to 80% of its rise, fraction of the run",
         ),
     ]
@@ -146,4 +156,13 @@ def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
     return StudyResult(checks, measurements, page)
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        run,
+        default_seeds=3,
+        source="Olsson et al. 2022, In-context Learning and Induction Heads (the phase change)",
+        measured_s=(10, 28),
+    )
+)

@@ -3,6 +3,10 @@
 f is drawn per sequence from [min_period, max_period]; tokens come from [first_token, vocab) (0 pad,
 1 start, 2 end are reserved as in the report). Every next-token prediction is scored: the first
 period is unpredictable, so it sets a floor on the loss, as in the original experiment.
+
+`n_sequences` = N trains on a fixed dataset of N sequences (drawn once from `dataset_seed`), as the
+report does (8192 sequences, 10 epochs): each batch draws N-set rows at random (with replacement, so
+`steps * batch / N` is the expected number of epochs). None samples fresh sequences every batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class Periodic(Task):
     max_period: int = 30
     bos: int = 1
     first_token: int = 3
+    n_sequences: int | None = None
+    dataset_seed: int = 0
 
     def __post_init__(self) -> None:
         self._check(2 <= self.min_period <= self.max_period, "min_period", "need 2 <= min_period <= max_period")
@@ -31,6 +37,10 @@ class Periodic(Task):
         self._check(
             self.vocab > self.first_token + 1, "vocab", f"must leave tokens above first_token={self.first_token}"
         )
+        self._check(
+            self.n_sequences is None or self.n_sequences >= 1, "n_sequences", "expected a positive size or None"
+        )
+        self._pool: Batch | None = None
 
     @property
     def d_vocab(self) -> int:
@@ -41,6 +51,17 @@ class Periodic(Task):
         return self.length
 
     def _generate(self, batch_size: int, gen: torch.Generator) -> Batch:
+        if self.n_sequences is None:
+            return self._sample(batch_size, gen)
+        if self._pool is None:
+            self._pool = self._sample(self.n_sequences, torch.Generator().manual_seed(self.dataset_seed))
+        rows = torch.randint(0, self.n_sequences, (batch_size,), generator=gen)
+        pool = self._pool
+        return Batch(
+            pool.tokens[rows], pool.targets[rows], pool.loss_mask[rows], {k: v[rows] for k, v in pool.metadata.items()}
+        )
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Batch:
         period = torch.randint(self.min_period, self.max_period + 1, (batch_size, 1), generator=gen)  # [batch, 1]
         pattern = torch.randint(self.first_token, self.vocab, (batch_size, self.max_period), generator=gen)
         pos = torch.arange(1, self.length)[None, :]  # positions after BOS

@@ -40,9 +40,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "periodic": Preset(
         task="periodic",
-        model=dict(n_layers=2, n_heads=1, d_model=64, d_head=16, attn_only=False, act_fn="relu"),
+        # Attention-only as in the report's code: with MLPs (d_mlp 256) the model learned nothing in 1280
+        # steps (loss on periods 2-3 still 3.76 nats); attention-only reaches 0.17 nats in the same budget.
+        model=dict(n_layers=2, n_heads=1, d_model=64, d_head=16, attn_only=True),
         training=dict(steps=1280, lr=1e-3, weight_decay=1e-2, batch_size=64, eval_every=64, n_log_checkpoints=12),
-        description="the Séminaire Turing setup: 2 layers, 1 head each, d_head 16, periodic sequences",
+        description="the Séminaire Turing setup: 2 layers, 1 head each, d_head 16, attention-only, periodic sequences",
     ),
     "most_frequent": Preset(
         task="most_frequent",

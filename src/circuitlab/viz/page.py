@@ -24,6 +24,7 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; }
 th { background: #f6f6f6; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 .pass { color: #1a7f37; font-weight: bold; } .fail { color: #cf222e; font-weight: bold; }
+.inconclusive { color: #9a6700; font-weight: bold; }
 .figure { margin: 1em 0; }
 """
 
