@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..model.names import get_act_name
+from . import patch_engine
 from .metrics import Metric, PositionMetric, select_pos
 
 if TYPE_CHECKING:
@@ -178,13 +179,48 @@ def patch_activation(
         if not 0 <= l < model.cfg.n_layers:
             raise ValueError(f"layer {l} is out of range for a model with {model.cfg.n_layers} layers")
     sites = [get_act_name(act, l) for l in layers]
-    starts = [get_act_name("resid_pre", l) for l in layers]
     n_seq, n_pos = base.shape
+    chunk = _chunk_size(model, n_seq, n_pos, metric, max_variants)
+    if not patch_engine.supports(model):  # hooks live on the model: run every cell through them
+        return _hooked_sweep(model, base, source, metric, act, by_pos, layers, chunk, progress)
+    with torch.no_grad():
+        (source_cache,) = _caches(model, (source,), sites)
+    cells, grid = [], ()
+    for layer, site in zip(layers, sites, strict=True):
+        src = source_cache[site]
+        masks, grid = _cell_masks(act, src.shape[1:], by_pos)
+        for mask in masks.to(src.device):
+            cells.append(patch_engine.Cell(len(cells), layer, _masked_patch(mask, src)))
+    values = patch_engine.sweep(
+        model, base, act, cells, metric, chunk, lambda n: _progress(n, progress, f"patching {act}")
+    )
+    return values.view(len(layers), *grid).to(_out_dtype(model))
+
+
+def _masked_patch(mask: torch.Tensor, source: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The cell's patch: the source activation where `mask` is on, the base one elsewhere."""
+    return lambda base: torch.where(mask, source, base)
+
+
+def _hooked_sweep(
+    model: HookedTransformer,
+    base: torch.Tensor,
+    source: torch.Tensor,
+    metric: Metric,
+    act: str,
+    by_pos: bool,
+    layers: list[int],
+    chunk: int,
+    progress: bool | None,
+) -> torch.Tensor:
+    """The sweep through the model's hooks (every position recomputed from the patched layer on): used when
+    other hooks are live on the model, so that they fire in every patched run."""
+    sites = [get_act_name(act, l) for l in layers]
+    starts = [get_act_name("resid_pre", l) for l in layers]
     with torch.no_grad():
         base_cache, source_cache = _caches(model, (base, source), sorted(set(sites + starts)))
         jobs = []
         grid: tuple[int, ...] = ()
-        chunk = _chunk_size(model, n_seq, n_pos, metric, max_variants)
         for row, (layer, site) in enumerate(zip(layers, sites, strict=True)):
             masks, grid = _cell_masks(act, source_cache[site].shape[1:], by_pos)
             masks = masks.to(base_cache[site].device)
