@@ -185,12 +185,12 @@ def main() -> None:
         n_cells = n_layers * width
         n_naive = max(1, round(args.naive_fraction * n_cells))
         chosen[name] = sorted(torch.randperm(n_cells, generator=gen)[: max(n_naive, 1)].tolist())
-    tl_cells = {
-        name: sorted(torch.randperm(n_layers * w, generator=gen)[: max(1, round(args.tl_fraction * n_layers * w))].tolist())
-        if args.tl_fraction < 1
-        else list(range(n_layers * w))
-        for name, (_, _, w, _, _) in sweeps.items()
-    }
+    tl_cells = {}
+    for name, (_, _, width, _, _) in sweeps.items():
+        n_cells = n_layers * width
+        n_tl = max(1, round(args.tl_fraction * n_cells))
+        tl_cells[name] = sorted(torch.randperm(n_cells, generator=gen)[:n_tl].tolist()) if n_tl < n_cells else None
+        tl_cells[name] = tl_cells[name] or list(range(n_cells))
     tl_values, tl_times = {}, {}
     if not args.no_tl:
         data = dict(clean=clean, corrupted=corrupted, answer=answer, distractor=distractor)
@@ -219,7 +219,11 @@ def main() -> None:
             tl_flat = tl_values[name]
             diffs += [abs(float(flat[c]) - float(v)) for c, v in zip(tl_cells[name], tl_flat, strict=True)]
             naive_by_cell = dict(zip(chosen[name], naive, strict=True))
-            diffs += [abs(naive_by_cell[c] - float(v)) for c, v in zip(tl_cells[name], tl_flat) if c in naive_by_cell]
+            diffs += [
+                abs(naive_by_cell[c] - float(v))
+                for c, v in zip(tl_cells[name], tl_flat, strict=True)
+                if c in naive_by_cell
+            ]
             totals["tl"] += tl_s
             line += f", TL {tl_s:7.2f} s" + (f" (from {len(tl_cells[name])} cells)" if tl_s != tl_times[name] else "")
             line += f", TL / ours {tl_s / ours_s:5.2f}x"
@@ -234,7 +238,8 @@ def main() -> None:
                 first = first_difference(a[sl], b[sl])
                 starts.append((layer, None if first is None else (i if by_pos else first)))
         floor = floor_macs(cfg, args.batch, n_pos, act, starts)
-        naive_macs = forward_macs(cfg, args.batch, n_pos, 1) + len(cells) * forward_macs(cfg, args.batch, n_pos, naive_read)
+        naive_macs = forward_macs(cfg, args.batch, n_pos, 1)  # the clean run whose activations are patched in
+        naive_macs += len(cells) * forward_macs(cfg, args.batch, n_pos, naive_read)
         totals["ours"] += ours_s
         totals["naive"] += naive_s
         totals["floor"] += floor
@@ -246,7 +251,8 @@ def main() -> None:
         start = time.perf_counter()
         estimate = attribution_patch(model, clean, corrupted, metric, act, by_pos=by_pos)
         attr_s = time.perf_counter() - start
-        print(f"          attribution patching {attr_s:6.2f} s, correlation with the exact sweep {pearson(estimate, grid):.3f}")
+        r = pearson(estimate, grid)
+        print(f"          attribution patching {attr_s:6.2f} s, correlation with the exact sweep {r:.3f}")
     share = totals["floor"] / totals["naive_macs"]
     line = f"both      ours {totals['ours']:7.2f} s, naive {totals['naive']:7.2f} s"
     if totals["tl"]:

@@ -79,11 +79,12 @@ def test_every_sweep_equals_naive_loop(kind):
         if not applicable(config, act):
             continue
         direction = "noise" if (act, by_pos) in (("z", True), ("resid_pre", True), ("k", False)) else "denoise"
-        fast = patch_activation(model, clean, corrupted, metric, act, by_pos=by_pos, direction=direction, max_variants=3)
+        kw = dict(by_pos=by_pos, direction=direction, max_variants=3)
+        fast = patch_activation(model, clean, corrupted, metric, act, **kw)
         with torch.no_grad():
             naive = naive_patch(model, clean, corrupted, metric, act, by_pos, direction=direction)
         assert fast.shape == naive.shape, (act, by_pos)
-        torch.testing.assert_close(fast, naive, atol=1e-5, rtol=0, msg=lambda m: f"{kind} {act} {by_pos}: {m}")
+        torch.testing.assert_close(fast, naive, atol=1e-5, rtol=0, msg=lambda m, a=act, b=by_pos: f"{a} {b}: {m}")
 
 
 @pytest.mark.parametrize("kind", ["ln_mlp_gelu", "llama_like", "bidirectional"])
@@ -100,7 +101,8 @@ def test_late_difference_full_logit_metric_and_last_position(kind):
             torch.testing.assert_close(fast, naive, atol=1e-5, rtol=0)
             if kind != "bidirectional" and act == "resid_pre":
                 base = metric(model(corrupted))
-                assert torch.equal(fast[:, :5], torch.full_like(fast[:, :5], float(base.detach())))  # equal cells: exact
+                expected = torch.full_like(fast[:, :5], float(base.detach()))
+                assert torch.equal(fast[:, :5], expected)  # equal cells: exactly the base metric
 
 
 def test_identical_prompts_give_the_base_metric_exactly():

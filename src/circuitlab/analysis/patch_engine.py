@@ -27,6 +27,7 @@ import torch
 
 from ..model.attention import _project, rotate_pairs
 from ..model.names import get_act_name
+from . import metrics
 from .metrics import Metric, PositionMetric, select_pos
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class Reader:
 
     def __init__(self, model: HookedTransformer, metric: Metric, base_final: torch.Tensor) -> None:
         self.model, self.metric, self.base_final = model, metric, base_final  # [batch, pos, d_model]
-        n_seq, n_pos = base_final.shape[:2]
+        n_pos = base_final.shape[1]
         self.row_index: int | torch.Tensor | None = None
         if isinstance(metric, PositionMetric):
             pos = torch.as_tensor(metric.pos).long().cpu()
@@ -79,7 +80,9 @@ class Reader:
             )
         else:
             self.positions = getattr(metric, "read_positions", None)  # a probed per-run metric (see metrics.py)
-        self.base_logits = self._logits(base_final if self.positions is None else base_final[:, self.positions])
+        full = self._logits(base_final)  # [batch, pos, vocab], as the model's own forward computes them
+        self.base_value = torch.as_tensor(metric(full)).reshape(())  # what metric(model(tokens)) gives
+        self.base_logits = full if self.positions is None else full[:, self.positions]
 
     def _logits(self, resid: torch.Tensor) -> torch.Tensor:
         model = self.model
@@ -97,16 +100,13 @@ class Reader:
             return None
         return torch.tensor([p - start for p in self.positions if p >= start], device=self.model.device)
 
-    def __call__(self, final: torch.Tensor | None, start: int, n_var: int) -> torch.Tensor:
-        """final: [variant * batch, k, d_model] at `out_rel(start)` (None: the base run) -> [variant]."""
+    def __call__(self, final: torch.Tensor, start: int, n_var: int) -> torch.Tensor:
+        """final: [variant * batch, k, d_model] at `out_rel(start)` -> [variant]."""
         n_seq = self.base_final.shape[0]
-        if final is None:
-            logits = self.base_logits.unsqueeze(0)
-        else:
-            new = self._logits(final).view(n_var, n_seq, *final.shape[1:-1], -1)  # [variant, batch, k, vocab]
-            n_before = start if self.positions is None else sum(p < start for p in self.positions)
-            before = self.base_logits[:, :n_before].unsqueeze(0).expand(n_var, -1, -1, -1)
-            logits = torch.cat([before, new], dim=2) if n_before else new
+        new = self._logits(final).view(n_var, n_seq, *final.shape[1:-1], -1)  # [variant, batch, k, vocab]
+        n_before = start if self.positions is None else sum(p < start for p in self.positions)
+        before = self.base_logits[:, :n_before].unsqueeze(0).expand(n_var, -1, -1, -1)
+        logits = torch.cat([before, new], dim=2) if n_before else new
         if isinstance(self.metric, PositionMetric):
             values = self.metric.reduce(select_pos(logits, self.row_index))
         elif self.positions is not None:
@@ -158,8 +158,12 @@ class Engine:
             self.cache.update(model.run_with_cache(base_tokens, names_filter=patterns, return_cache_object=False)[1])
         self.n_seq, self.n_pos = base_tokens.shape
         self.rotary = self.cfg.positional_embedding_type == "rotary"
-        self.reader = Reader(model, metric, self.cache[get_act_name("resid_post", self.cfg.n_layers - 1)])
-        self.base_value = self.reader(None, self.n_pos, 1)[0]
+        final = self.cache[get_act_name("resid_post", self.cfg.n_layers - 1)]
+        if not metrics.is_batched(metric):  # a metric of one run's logits: wrapped, its positions probed
+            final_ln = model.ln_final if model.cfg.normalization_type is not None else (lambda x: x)
+            metric = metrics.adapt(metric, model.unembed(final_ln(final)))
+        self.reader = Reader(model, metric, final)
+        self.base_value = self.reader.base_value
 
     def base(self, short: str, layer: int) -> torch.Tensor:
         if short in ("q", "k"):
@@ -211,7 +215,8 @@ class Engine:
                 parts.append(x)
             joining = [c for c in cells if self.join_layer(c) == j]
             if joining:
-                vals = torch.stack([c.patched(self.site(c.layer)).narrow(pos_dim(self.act), start, self.n_pos - start) for c in joining])
+                dim, m = pos_dim(self.act), self.n_pos - start
+                vals = torch.stack([c.patched(self.site(c.layer)).narrow(dim, start, m) for c in joining])
                 if final:  # resid_post of the last layer: the final stream itself
                     vals = vals.flatten(0, 1)
                     parts.append(vals if out is None else vals[:, out])
@@ -385,7 +390,7 @@ def sweep(
     of at most `chunk` variants; `bar_factory(n_chunks)` gives a progress bar (a tqdm)."""
     with torch.no_grad():
         engine = Engine(model, base_tokens, act, metric)
-        todo, skipped = engine.plan(cells)
+        todo, _ = engine.plan(cells)
         out = torch.full((len(cells),), float(engine.base_value), dtype=torch.float64)
         groups: dict[int, list[Cell]] = {}
         for cell in sorted(todo, key=lambda c: (c.start, engine.join_layer(c))):

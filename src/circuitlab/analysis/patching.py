@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..model.names import get_act_name
 from . import patch_engine
-from .metrics import Metric, PositionMetric, select_pos
+from .metrics import Metric, PositionMetric, adapt, is_batched, select_pos
 
 if TYPE_CHECKING:
     from ..model.transformer import HookedTransformer
@@ -87,7 +87,9 @@ def _chunk_size(model: HookedTransformer, n_seq: int, n_pos: int, metric: Metric
         return max_variants
     cfg = model.cfg
     width = max(cfg.d_mlp or 0, 4 * cfg.d_model, cfg.n_heads * n_pos)
-    logits = n_seq * cfg.d_vocab_out * (1 if isinstance(metric, PositionMetric) else n_pos)
+    read = getattr(metric, "read_positions", None)
+    n_read = 1 if isinstance(metric, PositionMetric) else len(read) if read else n_pos
+    logits = n_seq * cfg.d_vocab_out * n_read
     return max(1, _ELEMENT_BUDGET // (n_seq * n_pos * width + logits))
 
 
@@ -180,6 +182,9 @@ def patch_activation(
             raise ValueError(f"layer {l} is out of range for a model with {model.cfg.n_layers} layers")
     sites = [get_act_name(act, l) for l in layers]
     n_seq, n_pos = base.shape
+    if not is_batched(metric):  # a metric of one run's logits [batch, pos, vocab]: wrap it (TL style)
+        with torch.no_grad():
+            metric = adapt(metric, model(base))
     chunk = _chunk_size(model, n_seq, n_pos, metric, max_variants)
     if not patch_engine.supports(model):  # hooks live on the model: run every cell through them
         return _hooked_sweep(model, base, source, metric, act, by_pos, layers, chunk, progress)
