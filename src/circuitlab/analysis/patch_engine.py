@@ -51,8 +51,9 @@ class Cell:
 
 def supports(model: HookedTransformer) -> bool:
     """Whether the engine applies: no hooks live on the model (they must fire, so the hook path runs) and a
-    positional scheme it knows."""
-    if model.cfg.positional_embedding_type not in SUPPORTED_POS_EMBED:
+    positional scheme and key/value layout it knows."""
+    cfg = model.cfg
+    if cfg.positional_embedding_type not in SUPPORTED_POS_EMBED or getattr(cfg, "ungroup_grouped_query_attention", 0):
         return False
     return not any(hp.has_hooks() for hp in model.hook_dict.values())
 
