@@ -28,6 +28,14 @@ CONFIGS: dict[str, dict] = {
     "gated_mlp_rms_silu": dict(gated_mlp=True, normalization_type="RMS", act_fn="silu"),
     "local_attention": dict(attn_types=["local", "global"], window_size=3),
     "neox_like": dict(parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_dim=4),
+    "shortformer": dict(positional_embedding_type="shortformer"),
+    "alibi": dict(positional_embedding_type="alibi"),
+    "solu": dict(act_fn="solu"),
+    "gelu_pytorch_tanh": dict(act_fn="gelu_pytorch_tanh"),
+    "attention_dir_bidirectional": dict(attention_dir="bidirectional"),
+    "ungrouped_gqa_rotary": dict(
+        n_key_value_heads=2, ungroup_grouped_query_attention=True, positional_embedding_type="rotary"
+    ),
     "llama_like": dict(
         gated_mlp=True, normalization_type="RMS", act_fn="silu", positional_embedding_type="rotary", n_key_value_heads=2
     ),

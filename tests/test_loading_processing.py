@@ -24,8 +24,15 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("case", ["gpt2", "neox_parallel_partial_rotary", "llama_gqa4_bias"])
-@pytest.mark.parametrize("step", list(STEPS))
+CASES = ["gpt2", "neox_parallel_partial_rotary", "llama_gqa4_bias"]
+# Refactoring QK needs a position-free, per-head key circuit: not rotary, not grouped-query (tested to raise).
+POSITION_FREE = ["gpt2"]
+
+
+@pytest.mark.parametrize(
+    ("case", "step"),
+    [(c, s) for s in STEPS for c in CASES if s != "refactor_factored_attn_matrices" or c in POSITION_FREE],
+)
 def test_each_step_alone_keeps_log_probs(folders, case: str, step: str) -> None:
     plain = HookedTransformer.from_pretrained(folders[case], **OFF)
     processed = HookedTransformer.from_pretrained(folders[case], **{**OFF, step: True})
@@ -36,6 +43,26 @@ def test_each_step_alone_keeps_log_probs(folders, case: str, step: str) -> None:
     torch.testing.assert_close(shift, shift.mean(-1, keepdim=True).expand_as(shift), atol=1e-4, rtol=0)
     if step != "center_unembed":
         torch.testing.assert_close(after, before, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(POSITION_FREE)))
+def test_refactor_factored_attn_matrices_refuses_rotary_and_grouped_query(folders, case: str) -> None:
+    with pytest.raises(ValueError, match="refactor_factored_attn_matrices"):
+        HookedTransformer.from_pretrained(folders[case], refactor_factored_attn_matrices=True)
+
+
+def test_refactor_factored_attn_matrices_makes_w_o_orthonormal_and_qk_even(folders) -> None:
+    model = HookedTransformer.from_pretrained(folders["gpt2"], refactor_factored_attn_matrices=True)
+    plain = HookedTransformer.from_pretrained(folders["gpt2"])
+    W_O = model.W_O  # [layer, head, d_head, d_model]
+    eye = torch.eye(W_O.shape[-2]).expand_as(W_O @ W_O.transpose(-1, -2))
+    torch.testing.assert_close(W_O @ W_O.transpose(-1, -2), eye, atol=1e-5, rtol=0)
+    q_eff = torch.cat([model.W_Q, model.b_Q[:, :, None]], dim=-2)  # the bias as an input row of constant 1
+    k_eff = torch.cat([model.W_K, model.b_K[:, :, None]], dim=-2)
+    torch.testing.assert_close(q_eff.norm(dim=-2), k_eff.norm(dim=-2), atol=1e-4, rtol=1e-4)  # even factors
+    torch.testing.assert_close(model.b_V, torch.zeros_like(model.b_V))
+    torch.testing.assert_close(model.OV.AB, plain.OV.AB, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model(tokens()), plain(tokens()), atol=1e-4, rtol=0)
 
 
 def test_layer_norm_model_weights_after_processing(folders) -> None:

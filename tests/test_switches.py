@@ -151,3 +151,39 @@ def test_gated_mlp_multiplies_the_activated_gate_by_the_linear_branch(tokens: to
     torch.testing.assert_close(cache["blocks.0.mlp.hook_pre_linear"], x @ mlp.W_in)
     expected = torch.nn.functional.silu(x @ mlp.W_gate) * (x @ mlp.W_in) + mlp.b_in
     torch.testing.assert_close(cache["blocks.0.mlp.hook_post"], expected)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_run_with_cache_gives_the_forwards_logits_bit_for_bit(name: str, tokens: torch.Tensor) -> None:
+    """Reading hooks never change numbers: the cached run takes the attention output from the same kernel."""
+    model = small_model(**CONFIGS[name])
+    assert torch.equal(model.run_with_cache(tokens)[0], model(tokens))
+    reader = [(lambda n: n.endswith("hook_pattern"), lambda pattern, hook: None)]
+    assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=reader), model(tokens))
+
+
+def test_an_edit_of_the_pattern_in_place_or_returned_changes_the_output(tokens: torch.Tensor) -> None:
+    model = small_model()
+    plain = model(tokens)
+
+    def in_place(pattern: torch.Tensor, hook) -> None:
+        pattern[:, 0] = 0.0  # no return: TransformerLens code often edits in place
+
+    def returned(pattern: torch.Tensor, hook) -> torch.Tensor:
+        return torch.zeros_like(pattern)
+
+    for fn in (in_place, returned):
+        edited = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_pattern", fn)])
+        assert not torch.allclose(edited, plain, atol=1e-4)
+    scores_edit = model.run_with_hooks(
+        tokens, fwd_hooks=[("blocks.1.attn.hook_attn_scores", lambda s, hook: s.mul_(0.0))]
+    )
+    assert not torch.allclose(scores_edit, plain, atol=1e-4)
+
+
+def test_backward_hooks_on_the_pattern_fire(tokens: torch.Tensor) -> None:
+    model = small_model()
+    grads = {}
+    with model.hooks(bwd_hooks=[("blocks.0.attn.hook_pattern", lambda g, hook: grads.setdefault("g", g))]):
+        model(tokens, return_type="loss").backward()
+    assert grads["g"].shape == (3, 4, 11, 11) and grads["g"].abs().sum() > 0

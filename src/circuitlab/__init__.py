@@ -27,6 +27,7 @@ _EXPORTS = {
     "HookPoint": "circuitlab.model",
     "HookedTransformer": "circuitlab.model",
     "HookedTransformerConfig": "circuitlab.model",
+    "HookedTransformerKeyValueCache": "circuitlab.model",
     "get_act_name": "circuitlab.model",
 }
 

@@ -28,44 +28,83 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 def from_pretrained(
     name_or_path: str | os.PathLike,
-    *,
     fold_ln: bool = True,
     center_writing_weights: bool = True,
     center_unembed: bool = True,
-    fold_value_biases: bool = True,
-    dtype: torch.dtype | str = torch.float32,
+    refactor_factored_attn_matrices: bool = False,
+    checkpoint_index: int | None = None,
+    checkpoint_value: int | None = None,
+    hf_model: Any = None,
     device: str | torch.device | None = None,
+    n_devices: int = 1,
+    tokenizer: Any = True,
+    move_to_device: bool = True,
+    fold_value_biases: bool = True,
+    default_prepend_bos: bool | None = None,
+    default_padding_side: str = "right",
+    dtype: torch.dtype | str = torch.float32,
+    first_n_layers: int | None = None,
+    *,
     revision: str | None = None,
-    tokenizer: bool = True,
 ) -> HookedTransformer:
     """Load a causal LM from a local folder in Hugging Face layout (or a hub name, which needs the network).
 
-    The four processing steps (see `circuitlab.loading.processing`) are on by default; they keep the
-    log-probabilities. The weights are processed in float32, then cast to `dtype`. With `tokenizer`,
-    the folder's tokenizer (if it has one) becomes `model.tokenizer`.
+    TransformerLens 2.x's signature. The four processing steps (see `circuitlab.loading.processing`) are on
+    by default (`refactor_factored_attn_matrices` is off); they keep the log-probabilities. The weights are
+    processed in float32, then cast to `dtype`. `tokenizer`: True (the folder's tokenizer, if it has one),
+    False/None (none) or a tokenizer object. `hf_model` converts that in-memory model instead of reading
+    weights. `n_devices` > 1 and checkpoints / `first_n_layers` are TransformerLens features we do not have:
+    they raise.
     """
+    _refuse_unsupported(n_devices, checkpoint_index, checkpoint_value, first_n_layers, default_padding_side)
+    steps = dict(
+        fold_ln=fold_ln,
+        center_writing_weights=center_writing_weights,
+        center_unembed=center_unembed,
+        fold_value_biases=fold_value_biases,
+        refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+    )
+    if hf_model is not None:
+        tok = tokenizer if tokenizer not in (True, False, None) else None
+        model = from_hf_model(hf_model, tok, **steps, dtype=dtype, device=device if move_to_device else None)
+        return _finish(model, default_prepend_bos, default_padding_side)
     folder = files.resolve(name_or_path, revision)
     arch = find_architecture(files.read_config(folder))  # before importing transformers: fails fast
     from transformers import AutoConfig
 
     hf_cfg = AutoConfig.from_pretrained(str(folder))
     state = files.load_state_dict(folder)
-    tok = load_tokenizer(folder) if tokenizer else None
-    return _build(
-        arch,
-        hf_cfg,
-        state,
-        tok,
-        dict(
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-        ),
-        dtype=dtype,
-        device=device,
-        name=str(name_or_path),
+    tok = (load_tokenizer(folder) if tokenizer is True else None) if tokenizer in (True, False, None) else tokenizer
+    model = _build(
+        arch, hf_cfg, state, tok, steps, dtype=dtype, device=device if move_to_device else None, name=str(name_or_path)
     )
+    return _finish(model, default_prepend_bos, default_padding_side)
+
+
+def _refuse_unsupported(
+    n_devices: int,
+    checkpoint_index: int | None,
+    checkpoint_value: int | None,
+    first_n_layers: int | None,
+    default_padding_side: str,
+) -> None:
+    if n_devices != 1:
+        raise ValueError(f"n_devices={n_devices}: circuitlab runs a model on one device; pass n_devices=1")
+    if checkpoint_index is not None or checkpoint_value is not None:
+        raise ValueError("checkpoint_index / checkpoint_value: load the checkpoint's own folder instead")
+    if first_n_layers is not None:
+        raise ValueError("first_n_layers is not supported: load the model and use stop_at_layer=")
+    if default_padding_side not in ("left", "right"):
+        raise ValueError(f"default_padding_side={default_padding_side!r} is invalid: expected 'left' or 'right'")
+
+
+def _finish(model: HookedTransformer, default_prepend_bos: bool | None, default_padding_side: str) -> HookedTransformer:
+    """TransformerLens's loading defaults: BOS prepending and the tokenizer's padding side."""
+    if default_prepend_bos is not None:
+        model.cfg.default_prepend_bos = bool(default_prepend_bos)
+    if model.tokenizer is not None:
+        model.tokenizer.padding_side = default_padding_side
+    return model
 
 
 def from_pretrained_no_processing(name_or_path: str | os.PathLike, **kwargs: Any) -> HookedTransformer:
@@ -82,6 +121,7 @@ def from_hf_model(
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
+    refactor_factored_attn_matrices: bool = False,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
 ) -> HookedTransformer:
@@ -94,6 +134,7 @@ def from_hf_model(
         center_writing_weights=center_writing_weights,
         center_unembed=center_unembed,
         fold_value_biases=fold_value_biases,
+        refactor_factored_attn_matrices=refactor_factored_attn_matrices,
     )
     name = getattr(hf_cfg, "_name_or_path", "") or type(hf_model).__name__
     return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name)
@@ -121,7 +162,8 @@ def _build(
 ) -> HookedTransformer:
     from ..model.transformer import HookedTransformer
 
-    cfg = arch.make_config(hf_cfg, init_weights=False, model_name=name, tokenizer_name=name)
+    cfg = arch.make_config(hf_cfg, init_weights=False, model_name=name)  # tokenizer_name set once built
+    cfg.original_architecture = (getattr(hf_cfg, "architectures", None) or [arch.name])[0]
     ours = arch.convert(state, cfg, tied=bool(getattr(hf_cfg, "tie_word_embeddings", False)))
     ours = {k: v.to(torch.float32) for k, v in ours.items()}  # process in float32 whatever the stored dtype
     with torch.device("meta"):  # the parameter names and shapes this config has, without memory
@@ -145,6 +187,7 @@ def _build(
     model = HookedTransformer(cfg, move_to_device=False)
     model.load_state_dict(ours)
     cfg.init_weights = True
+    cfg.tokenizer_name = name
     if device is not None:
         cfg.device = str(torch.device(device))
         model.to(cfg.device)

@@ -10,6 +10,9 @@ the same amount); each is vectorised over layers and heads (per-layer parameters
   a no-op for RMSNorm models or models without norms.
 - `center_unembed`: W_U and b_U lose their mean over the vocabulary.
 - `fold_value_biases`: b_V moves into b_O (each attention row sums to one), b_V becomes zero.
+- `refactor_factored_attn_matrices` (off by default, as in TransformerLens): W_Q, W_K (with their biases
+  as an extra input row) become the balanced SVD factors U sqrt(S), V sqrt(S) of W_QK, and W_V, W_O become
+  U S and V of W_OV (b_V folded into b_O first), so W_O is orthonormal. Keeps every logit.
 """
 
 from __future__ import annotations
@@ -128,11 +131,41 @@ def fold_value_biases(state: State, cfg: HookedTransformerConfig) -> None:
     _unstack(state, f"blocks.{{l}}.attn.{kv}b_V", torch.zeros_like(b_V))
 
 
+def refactor_factored_attn_matrices(state: State, cfg: HookedTransformerConfig) -> None:
+    """Balanced QK and orthonormal-W_O OV factors per head (TransformerLens's refactoring), in place."""
+    if cfg.positional_embedding_type == "rotary":
+        raise ValueError("refactor_factored_attn_matrices needs a position-free QK circuit: this model is rotary")
+    if cfg.n_key_value_heads is not None:
+        raise ValueError("refactor_factored_attn_matrices is not defined for grouped-query attention (shared keys)")
+    from ..model.factored_matrix import FactoredMatrix
+
+    n = cfg.n_layers
+    name = "blocks.{l}.attn."
+    W_Q, b_Q = _stack(state, name + "W_Q", n), _stack(state, name + "b_Q", n)  # [layer, head, d_model, d_head]
+    W_K, b_K = _stack(state, name + "W_K", n), _stack(state, name + "b_K", n)
+    W_Q_eff = torch.cat([W_Q, b_Q[:, :, None, :]], dim=2)  # [layer, head, d_model + 1, d_head]: input 1 -> bias
+    W_K_eff = torch.cat([W_K, b_K[:, :, None, :]], dim=2)
+    Q_even, K_even_T = FactoredMatrix(W_Q_eff, W_K_eff.transpose(-1, -2)).make_even().pair
+    K_even = K_even_T.transpose(-1, -2)
+    _unstack(state, name + "W_Q", Q_even[:, :, :-1])
+    _unstack(state, name + "b_Q", Q_even[:, :, -1])
+    _unstack(state, name + "W_K", K_even[:, :, :-1])
+    _unstack(state, name + "b_K", K_even[:, :, -1])
+    W_V, W_O = _stack(state, name + "W_V", n), _stack(state, name + "W_O", n)  # [layer, head, d_model, d_head]
+    b_V, b_O = _stack(state, name + "b_V", n), _stack(state, name + "b_O", n)
+    _unstack(state, name + "b_O", b_O + torch.einsum("lhe,lhed->ld", b_V, W_O))
+    _unstack(state, name + "b_V", torch.zeros_like(b_V))
+    U, S, Vh = FactoredMatrix(W_V, W_O).svd()
+    _unstack(state, name + "W_V", U * S[..., None, :])
+    _unstack(state, name + "W_O", Vh.transpose(-1, -2))
+
+
 STEPS = {  # TransformerLens's order
     "fold_ln": fold_layer_norm,
     "center_writing_weights": center_writing_weights,
     "center_unembed": center_unembed,
     "fold_value_biases": fold_value_biases,
+    "refactor_factored_attn_matrices": refactor_factored_attn_matrices,
 }
 
 
@@ -144,6 +177,7 @@ def process_weights(
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
+    refactor_factored_attn_matrices: bool = False,
 ) -> None:
     """Apply the chosen steps in order, in place (on `state`, and on `cfg.normalization_type`)."""
     chosen = dict(
@@ -151,6 +185,7 @@ def process_weights(
         center_writing_weights=center_writing_weights,
         center_unembed=center_unembed,
         fold_value_biases=fold_value_biases,
+        refactor_factored_attn_matrices=refactor_factored_attn_matrices,
     )
     for name, step in STEPS.items():
         if chosen[name]:

@@ -20,13 +20,32 @@ def _tokenizer(model: Any) -> Any:
     return model.tokenizer
 
 
-def set_tokenizer(model: Any, tokenizer: Any) -> None:
-    """Attach a `transformers` tokenizer; one without a pad token pads with EOS (or BOS)."""
+def set_tokenizer(model: Any, tokenizer: Any, default_padding_side: str | None = None) -> None:
+    """Attach a `transformers` tokenizer; one without a pad token pads with EOS (or BOS).
+
+    default_padding_side ("left" / "right") sets `tokenizer.padding_side`, which `to_tokens` and the
+    forward pass use when no padding_side is passed."""
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.bos_token
         if fallback is not None:
             tokenizer.pad_token = fallback
+    if default_padding_side is not None:
+        if default_padding_side not in ("left", "right"):
+            raise ValueError(f"default_padding_side={default_padding_side!r} is invalid: expected 'left' or 'right'")
+        tokenizer.padding_side = default_padding_side
     model.tokenizer = tokenizer
+
+
+def local_tokenizer(name: str) -> Any:
+    """The tokenizer in local folder `name` (a config's tokenizer_name), or None when it is not such a folder.
+
+    Hub names are not fetched: nothing here reaches the network."""
+    from pathlib import Path
+
+    from . import load_tokenizer
+
+    folder = Path(name).expanduser()
+    return load_tokenizer(folder) if folder.is_dir() else None
 
 
 def _bos_id(tokenizer: Any) -> int:
@@ -42,12 +61,18 @@ def to_tokens(
     model: Any,
     input: str | list[str],
     prepend_bos: bool | None = None,
-    padding_side: str = "right",
+    padding_side: str | None = None,
     move_to_device: bool = True,
     truncate: bool = True,
 ) -> torch.Tensor:
-    """Token ids [batch, pos]; a list of strings is padded (pad token) on `padding_side`."""
+    """Token ids [batch, pos]; a list of strings is padded (pad token) on `padding_side`.
+
+    padding_side None uses `model.tokenizer.padding_side` (as TransformerLens). Run a left-padded batch with
+    the same `padding_side="left"` (or set the tokenizer's): the model then masks the pads and counts
+    positions from each prompt's first real token.
+    """
     tok = _tokenizer(model)
+    padding_side = padding_side or getattr(tok, "padding_side", "right")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side={padding_side!r} is invalid: expected 'left' or 'right'")
     texts = [input] if isinstance(input, str) else list(input)

@@ -5,6 +5,7 @@ from .config import HookedTransformerConfig
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookNameError, HookPoint
 from .io import CheckpointError
+from .kv_cache import HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry
 from .names import get_act_name
 from .transformer import HookedTransformer, lm_cross_entropy_loss
 
@@ -17,6 +18,8 @@ __all__ = [
     "HookedRootModule",
     "HookedTransformer",
     "HookedTransformerConfig",
+    "HookedTransformerKeyValueCache",
+    "HookedTransformerKeyValueCacheEntry",
     "get_act_name",
     "lm_cross_entropy_loss",
 ]

@@ -2,8 +2,11 @@
 
 Shapes: W_Q [head, d_model, d_head], W_K/W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model].
 When nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never materialised and the
-attention runs through `scaled_dot_product_attention` (the fast path); otherwise it is computed
-explicitly so hooks can read and replace scores and patterns.
+attention runs through `scaled_dot_product_attention` (the fast path); otherwise scores and pattern are
+computed explicitly so hooks can read and replace them. When every such hook only reads (returns None and
+edits nothing in place, and no backward hook needs the pattern's gradient), the output is still taken from
+the fast kernel, so `model.run_with_cache(x)[0]` equals `model(x)` bit for bit; an edit switches the
+output to `pattern @ v`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from torch import nn
 
 from .config import HookedTransformerConfig
 from .hook_points import HookPoint
+from .kv_cache import HookedTransformerKeyValueCacheEntry
+from .masks import alibi_bias, get_offset_position_ids
 
 
 def rotary_sin_cos(
@@ -38,11 +43,23 @@ def rotate_pairs(x: torch.Tensor, adjacent_pairs: bool) -> torch.Tensor:
 
 
 def apply_rotary(
-    x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, rotary_dim: int, adjacent_pairs: bool
+    x: torch.Tensor,
+    sin: torch.Tensor,
+    cos: torch.Tensor,
+    rotary_dim: int,
+    adjacent_pairs: bool,
+    positions: int | torch.Tensor = 0,
 ) -> torch.Tensor:
-    """Rotate the first `rotary_dim` features of x [batch, pos, head, d_head] by position."""
-    n_pos = x.shape[1]
-    sin, cos = sin[:n_pos, None, :], cos[:n_pos, None, :]  # [pos, 1, rotary_dim]
+    """Rotate the first `rotary_dim` features of x [batch, pos, head, d_head] by position.
+
+    positions: the first position (an int offset: positions offset .. offset + pos - 1) or the position id of
+    every token, [batch, pos] (left-padded batches, see `masks.get_offset_position_ids`).
+    """
+    if isinstance(positions, int):
+        n_pos = x.shape[1]
+        sin, cos = sin[positions : positions + n_pos, None, :], cos[positions : positions + n_pos, None, :]
+    else:
+        sin, cos = sin[positions][:, :, None, :], cos[positions][:, :, None, :]  # [batch, pos, 1, rotary_dim]
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     x_rot = x_rot * cos + rotate_pairs(x_rot, adjacent_pairs) * sin
     return torch.cat((x_rot, x_pass), dim=-1)
@@ -56,10 +73,23 @@ def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+    """Attention of one layer. TransformerLens's signature: `Attention(cfg, attn_type="global", layer_id=None)`,
+    cfg a config or a dict; attn_type None takes the layer's type from `cfg.attn_types`."""
+
+    def __init__(
+        self, cfg: HookedTransformerConfig | dict, attn_type: str | None = None, layer_id: int | None = None
+    ) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
-        self.layer = layer
+        self.layer = layer_id
+        if attn_type is None:
+            attn_type = cfg.attn_types[layer_id] if cfg.attn_types is not None and layer_id is not None else "global"
+        if attn_type not in ("global", "local"):
+            raise ValueError(f"attn_type={attn_type!r} is invalid: expected 'global' or 'local'")
+        if attn_type == "local" and not (isinstance(cfg.window_size, int) and cfg.window_size > 0):
+            raise ValueError("attn_type='local' needs cfg.window_size, a positive integer")
+        self.attn_type = attn_type
         h, kv, d, e = cfg.n_heads, cfg.n_kv_heads, cfg.d_model, cfg.d_head
         self.W_Q = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
         self.W_O = nn.Parameter(torch.empty(h, e, d, dtype=cfg.dtype))
@@ -72,9 +102,13 @@ class Attention(nn.Module):
         for name in ("b_K", "b_V"):
             self.register_parameter(prefix + name, nn.Parameter(torch.zeros(kv, e, dtype=cfg.dtype)))
         self.kv_prefix = prefix
-        self.group = h // kv
+        self.kv_group = h // kv  # query heads per stored key/value head
+        # Ungrouped (TransformerLens's ungroup_grouped_query_attention), keys and values are computed per query
+        # head, so their hooks and the key/value cache have n_heads heads.
+        self.group = 1 if cfg.ungroup_grouped_query_attention else self.kv_group
+        self.n_kv_inputs = h if cfg.ungroup_grouped_query_attention else kv
         # A local layer (GPT-Neo, Mistral) lets query q see only keys q - window_size < k <= q.
-        self.window = cfg.window_size if cfg.attn_types is not None and cfg.attn_types[layer] == "local" else None
+        self.window = cfg.window_size if attn_type == "local" else None
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
@@ -101,54 +135,145 @@ class Attention(nn.Module):
             getattr(self, p + "b_V"),
         )
 
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+    def _rotate(self, x: torch.Tensor, offset: int, attention_mask: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
-        return apply_rotary(x, self.rotary_sin, self.rotary_cos, cfg.rotary_dim, cfg.rotary_adjacent_pairs)
+        positions: int | torch.Tensor = offset
+        if attention_mask is not None:  # positions count real tokens only (left padding)
+            positions = get_offset_position_ids(offset, attention_mask).to(x.device)
+        return apply_rotary(x, self.rotary_sin, self.rotary_cos, cfg.rotary_dim, cfg.rotary_adjacent_pairs, positions)
 
     def needs_pattern(self) -> bool:
         """True when a hook reads or edits scores or pattern, or the config asks for the explicit path."""
         return not self.cfg.fast_attention or self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
 
-    def forward(self, q_input: torch.Tensor, k_input: torch.Tensor, v_input: torch.Tensor) -> torch.Tensor:
-        """Inputs [batch, pos, d_model] (or per head, [batch, pos, head, d_model]); returns [batch, pos, d_model]."""
+    def forward(
+        self,
+        query_input: torch.Tensor,
+        key_input: torch.Tensor,
+        value_input: torch.Tensor,
+        past_kv_cache_entry: HookedTransformerKeyValueCacheEntry | None = None,
+        additive_attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Inputs [batch, pos, d_model] (or per head, [batch, pos, head, d_model]); returns [batch, pos, d_model].
+
+        past_kv_cache_entry: this layer's cached keys/values; the inputs are then only the new positions.
+        additive_attention_mask: added to the scores, broadcast to [batch, head, query_pos, key_pos].
+        attention_mask: [batch, key_pos] (cached plus new positions), 0 at padding that no query may read.
+        """
         W_K, b_K, W_V, b_V = self.kv_weights
-        q = self.hook_q(_project(q_input, self.W_Q, self.b_Q))  # [batch, pos, head, d_head]
-        k = self.hook_k(_project(k_input, W_K, b_K))  # [batch, pos, kv_head, d_head]
-        v = self.hook_v(_project(v_input, W_V, b_V))  # [batch, pos, kv_head, d_head]
+        if self.group != self.kv_group:  # ungrouped: key/value weights repeated per query head
+            W_K, b_K, W_V, b_V = (t.repeat_interleave(self.kv_group, dim=0) for t in (W_K, b_K, W_V, b_V))
+        q = self.hook_q(_project(query_input, self.W_Q, self.b_Q))  # [batch, pos, head, d_head]
+        k = self.hook_k(_project(key_input, W_K, b_K))  # [batch, pos, kv_head, d_head]
+        v = self.hook_v(_project(value_input, W_V, b_V))  # [batch, pos, kv_head, d_head]
+        offset = 0
+        if past_kv_cache_entry is not None:  # keys/values of earlier positions, cached before rotary
+            offset = past_kv_cache_entry.past_keys.shape[1]
+            k, v = past_kv_cache_entry.append(k, v)  # [batch, offset + pos, kv_head, d_head]
         if self.cfg.positional_embedding_type == "rotary":
-            q = self.hook_rot_q(self._rotate(q))
-            k = self.hook_rot_k(self._rotate(k))
+            q = self.hook_rot_q(self._rotate(q, offset, attention_mask))
+            k = self.hook_rot_k(self._rotate(k, 0, attention_mask))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, head, pos, d_head]
-        z = self._explicit(q, k, v) if self.needs_pattern() else self._fast(q, k, v)
+        bias = self._score_bias(q.shape[-2], k.shape[-2], additive_attention_mask, q)
+        blocked = self._masked(q.shape[-2], k.shape[-2], attention_mask, q.device)
+        padded = attention_mask is not None
+        z = self._explicit(q, k, v, bias, blocked, padded) if self.needs_pattern() else None
+        if z is None:  # no pattern hooks, or hooks that only read: the plain forward's kernel and numbers
+            z = self._fast(q, k, v, bias, blocked, padded)
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
             return result.sum(dim=2) + self.b_O
         return z.flatten(-2) @ self.W_O.flatten(0, 1) + self.b_O  # (head d_head) contracted at once
 
+    def _score_bias(
+        self, n_q: int, n_k: int, additive_attention_mask: torch.Tensor | None, like: torch.Tensor
+    ) -> torch.Tensor | None:
+        """What is added to the scaled scores (ALiBi, an additive mask), broadcastable to [batch, head, q, k]."""
+        bias = None
+        if self.cfg.positional_embedding_type == "alibi":
+            bias = alibi_bias(self.cfg.n_heads, n_q, n_k, like.device, like.dtype)  # [head, query_pos, key_pos]
+        if additive_attention_mask is not None:
+            bias = additive_attention_mask if bias is None else bias + additive_attention_mask
+        return bias
+
+    def _masked(
+        self, n_q: int, n_k: int, attention_mask: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """[query_pos, key_pos] or [batch, 1, query_pos, key_pos]: True where a query may not read a key."""
+        blocked = self._blocked(n_q, n_k, device)
+        if attention_mask is not None:
+            if attention_mask.shape[-1] != n_k:
+                raise ValueError(
+                    f"attention_mask covers {attention_mask.shape[-1]} positions but attention sees {n_k} keys "
+                    "(with a key/value cache the mask must cover the cached and the new positions)"
+                )
+            padding = ~attention_mask.to(device).bool()[:, None, None, :]  # [batch, 1, 1, key_pos]
+            blocked = padding if blocked is None else blocked | padding
+        return blocked
+
     def _blocked(self, n_q: int, n_k: int, device: torch.device) -> torch.Tensor | None:
-        """[query_pos, key_pos] True where attention is forbidden (the future; beyond a local window)."""
+        """[query_pos, key_pos] True where attention is forbidden (the future; beyond a local window).
+
+        Queries are the last n_q of the n_k positions (with a key/value cache the first ones are cached)."""
         if not self.cfg.causal:
             return None
         offset = torch.arange(n_q, device=device)[:, None] + (n_k - n_q) - torch.arange(n_k, device=device)[None, :]
         blocked = offset < 0  # query minus key position
         return blocked | (offset >= self.window) if self.window is not None else blocked
 
-    def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _fast(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        blocked: torch.Tensor | None,
+        padded: bool,
+    ) -> torch.Tensor:
         scale, gqa = 1.0 / self.cfg.attn_scale, self.group > 1
-        if self.window is None:
+        plain_causal = self.cfg.causal and self.window is None and q.shape[-2] == k.shape[-2]
+        if bias is None and not padded and (plain_causal or not self.cfg.causal):
             return F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal, scale=scale, enable_gqa=gqa)
-        allowed = ~self._blocked(q.shape[-2], k.shape[-2], q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=gqa)
+        mask = None if blocked is None else ~blocked  # SDPA's boolean mask marks what may be read
+        if bias is not None:  # a float mask: the bias where allowed, -inf elsewhere
+            mask = bias if blocked is None else torch.where(blocked, float("-inf"), bias)
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        return z.nan_to_num(0.0) if padded else z  # a query that may read nothing (a leading pad) gets 0
 
-    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _explicit(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        blocked: torch.Tensor | None,
+        padded: bool,
+    ) -> torch.Tensor | None:
+        """pattern @ v, or None when the fast kernel may give the output: the config allows it and the hooks
+        on scores and pattern only read them (no replacement, no in-place edit, no backward hook)."""
         if self.group > 1:  # query head i reads key/value head i // group
             k, v = k.repeat_interleave(self.group, dim=1), v.repeat_interleave(self.group, dim=1)
         # In place on the fresh product: one [batch, head, query_pos, key_pos] tensor instead of three.
         scores = torch.matmul(q, k.transpose(-1, -2)).div_(self.cfg.attn_scale)
-        blocked = self._blocked(*scores.shape[-2:], scores.device)
+        if bias is not None:
+            scores = scores.add_(bias)
         if blocked is not None:
             scores = scores.masked_fill_(blocked, float("-inf"))
-        scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
-        return pattern @ v  # [batch, head, query_pos, d_head]
+        version = scores._version
+        hooked_scores = self.hook_attn_scores(scores)
+        pattern = torch.softmax(hooked_scores, dim=-1)
+        if padded:  # a query that may read nothing (a leading pad) gets a zero pattern, as in TransformerLens
+            pattern = pattern.nan_to_num(0.0)
+        pattern_version = pattern._version
+        hooked_pattern = self.hook_pattern(pattern)
+        read_only = (
+            self.cfg.fast_attention
+            and hooked_scores is scores
+            and scores._version == version
+            and hooked_pattern is pattern
+            and pattern._version == pattern_version
+            and not (self.hook_attn_scores.bwd_hooks or self.hook_pattern.bwd_hooks)
+        )
+        return None if read_only else hooked_pattern @ v  # [batch, head, query_pos, d_head]

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-ACT_FNS = ("relu", "gelu", "gelu_new", "gelu_fast", "silu", "solu_ln")
+ACT_FNS = ("relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu", "solu", "solu_ln")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
-POSITIONAL_EMBEDDING_TYPES = ("standard", "none", "rotary")
+POSITIONAL_EMBEDDING_TYPES = ("standard", "none", "rotary", "shortformer", "alibi")
+ATTENTION_DIRS = ("causal", "bidirectional")
 ATTN_TYPES = ("global", "local")
 DTYPES = {
     "float32": torch.float32,
@@ -51,6 +52,13 @@ class HookedTransformerConfig:
     resid_pre; no hook_resid_mid), `gated_mlp` (Llama's SwiGLU: act(x W_gate) * (x W_in) + b_in, with
     `mlp.hook_pre_linear`), `attn_types` (per layer "global" or "local") with `window_size` (a local
     layer's query at position q sees keys q - window_size < k <= q, as GPT-Neo and Mistral).
+
+    Positional embeddings: "standard" (learned, added to the residual stream), "shortformer" (learned, added
+    to the query and key inputs of every layer only), "rotary", "alibi" (a per-head linear distance penalty
+    on the scores) or "none". `attention_dir` ("causal" / "bidirectional", TransformerLens's name) and our
+    `causal` are one switch: setting either sets both.
+    `ungroup_grouped_query_attention` repeats a grouped-query layer's keys and values per query head before
+    the hooks, so hook_k / hook_v (and the key/value cache) are [batch, pos, head, d_head].
     """
 
     n_layers: int
@@ -70,9 +78,11 @@ class HookedTransformerConfig:
     rotary_base: float = 10000.0
     rotary_adjacent_pairs: bool = False
     causal: bool = True
+    attention_dir: str | None = None
     attn_scale: float | None = None
     use_attn_scale: bool = True
     n_key_value_heads: int | None = None
+    ungroup_grouped_query_attention: bool = False
     use_attn_result: bool = False
     use_split_qkv_input: bool = False
     use_attn_in: bool = False
@@ -90,14 +100,25 @@ class HookedTransformerConfig:
     device: str | None = None
     model_name: str = "custom"
     tokenizer_name: str | None = None
+    original_architecture: str | None = None
     default_prepend_bos: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.attention_dir is not None:
+            if self.attention_dir not in ATTENTION_DIRS:
+                raise _bad("attention_dir", self.attention_dir, f"expected one of {list(ATTENTION_DIRS)}")
+            if self.causal is not (self.attention_dir == "causal") and self.causal is not True:
+                raise _bad("attention_dir", self.attention_dir, f"it contradicts causal={self.causal}; set only one")
+            self.causal = self.attention_dir == "causal"
         for name in ("n_layers", "d_model", "n_ctx", "d_vocab"):
             value = getattr(self, name)
+            if name == "d_vocab" and value == -1:
+                continue  # TransformerLens: taken from the tokenizer when the model is built
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _bad(name, value, "expected a positive integer")
+                raise _bad(name, value, "expected a positive integer (d_vocab: or -1, from the tokenizer)")
+        if self.d_vocab_out == -1:
+            self.d_vocab_out = None  # TransformerLens's "same as d_vocab"
         for name in ("n_heads", "d_head", "d_mlp", "d_vocab_out", "n_key_value_heads", "rotary_dim"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -182,6 +203,8 @@ class HookedTransformerConfig:
             "init_weights",
             "parallel_attn_mlp",
             "gated_mlp",
+            "ungroup_grouped_query_attention",
+            "default_prepend_bos",
         )
         for name in flags:
             if not isinstance(getattr(self, name), bool):
@@ -195,10 +218,42 @@ class HookedTransformerConfig:
             except (RuntimeError, TypeError) as err:
                 raise _bad("device", self.device, "expected a torch device such as 'cpu' or 'cuda:0'") from err
 
-    # TransformerLens spellings of derived facts.
-    @property
-    def attention_dir(self) -> str:
-        return "causal" if self.causal else "bidirectional"
+        self._initialised = True
+        self.attention_dir = "causal" if self.causal else "bidirectional"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `causal` and TransformerLens's `attention_dir` are one switch: keep them in step after construction.
+        if name == "attention_dir" and value is not None and self.__dict__.get("_initialised"):
+            if value not in ATTENTION_DIRS:
+                raise _bad("attention_dir", value, f"expected one of {list(ATTENTION_DIRS)}")
+            object.__setattr__(self, "causal", value == "causal")
+        elif name == "causal" and self.__dict__.get("_initialised"):
+            object.__setattr__(self, "attention_dir", "causal" if value else "bidirectional")
+        object.__setattr__(self, name, value)
+
+    def set_vocab_from(self, tokenizer: Any) -> None:
+        """d_vocab (and a d_vocab_out that follows it) from a tokenizer, for a config made with d_vocab=-1."""
+        if tokenizer is None:
+            raise _bad(
+                "d_vocab", -1, "d_vocab=-1 takes the size from a tokenizer: pass HookedTransformer(cfg, tokenizer)"
+            )
+        size = max(tokenizer.get_vocab().values()) + 1
+        if self.d_vocab_out in (-1, self.d_vocab):
+            self.d_vocab_out = size
+        self.d_vocab = size
+
+    @classmethod
+    def unwrap(cls, config: HookedTransformerConfig | dict[str, Any]) -> HookedTransformerConfig:
+        """A config from a config or its dict form (TransformerLens's `HookedTransformerConfig.unwrap`)."""
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if not isinstance(config, cls):
+            raise TypeError(f"expected a HookedTransformerConfig or a dict, got {type(config).__name__}")
+        return config
+
+    def is_layer_norm_activation(self) -> bool:
+        """True when the activation function is followed by its own LayerNorm (act_fn ending in '_ln')."""
+        return self.act_fn is not None and self.act_fn.endswith("_ln")
 
     @property
     def n_kv_heads(self) -> int:

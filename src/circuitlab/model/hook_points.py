@@ -20,6 +20,21 @@ from torch import nn
 HookFn = Callable[..., Any]
 NameFilter = str | Callable[[str], bool] | Sequence[str] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
+# Hooks whose position is the third-last dim ([batch, pos, head, d]) for pos_slice. TransformerLens lists the
+# first five; its rule slices the head dim of the rotated and per-head-input hooks, which we do not copy.
+_PER_HEAD_POS_HOOKS = (
+    "hook_q",
+    "hook_k",
+    "hook_v",
+    "hook_z",
+    "hook_result",
+    "hook_rot_q",
+    "hook_rot_k",
+    "hook_q_input",
+    "hook_k_input",
+    "hook_v_input",
+    "hook_attn_in",
+)
 
 
 class HookNameError(KeyError, ValueError):
@@ -40,9 +55,25 @@ def unknown_name_error(name: str, valid: Iterable[str], what: str = "hook point"
 
 @dataclass(eq=False)
 class _Hook:
+    """One added hook; TransformerLens's `LensHandle` names: `.hook.remove()`, `.is_permanent`, `.context_level`."""
+
     fn: HookFn
     is_permanent: bool
     level: int | None
+    point: HookPoint | None = None
+
+    @property
+    def context_level(self) -> int | None:
+        return self.level
+
+    @property
+    def hook(self) -> _Hook:
+        """The removable handle (TransformerLens keeps a torch handle here): `handle.hook.remove()`."""
+        return self
+
+    def remove(self) -> None:
+        if self.point is not None:
+            self.point.remove_handle(self)
 
 
 class HookPoint(nn.Module):
@@ -70,7 +101,7 @@ class HookPoint(nn.Module):
             raise ValueError(f"hook dir={dir!r} is invalid: expected 'fwd' or 'bwd'")
         if not callable(fn):
             raise TypeError(f"hook for {self.name!r} must be callable as fn(activation, hook), got {type(fn).__name__}")
-        handle = _Hook(fn, is_permanent, level)
+        handle = _Hook(fn, is_permanent, level, self)
         hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
         hooks.insert(0, handle) if prepend else hooks.append(handle)
         return handle
@@ -111,7 +142,17 @@ class HookPoint(nn.Module):
 
 
 def _call_bwd(fn: HookFn, hook: HookPoint, grad: torch.Tensor) -> torch.Tensor | None:
-    return fn(grad, hook=hook)
+    out = fn(grad, hook=hook)
+    if isinstance(out, tuple):  # TransformerLens's backward hooks return (grad,) as torch module hooks do
+        if len(out) != 1:
+            raise ValueError(f"backward hook on {hook.name!r} returned a tuple of {len(out)}; return (grad,) or grad")
+        out = out[0]
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != grad.shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"backward hook on {hook.name!r} returned {got}; return None or a gradient {tuple(grad.shape)}"
+        )
+    return out
 
 
 class HookedRootModule(nn.Module):
@@ -135,6 +176,19 @@ class HookedRootModule(nn.Module):
 
     def hook_points(self) -> list[HookPoint]:
         return list(self.hook_dict.values())
+
+    def add_perma_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: str = "fwd") -> Any:
+        """A hook that stays until `reset_hooks(including_permanent=True)` (survives `hooks(...)` and resets)."""
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def remove_all_hook_fns(
+        self, direction: str = "both", including_permanent: bool = False, level: int | None = None
+    ) -> None:
+        """Remove hooks (not contexts) from every hook point; permanent ones only with including_permanent."""
+        if direction not in ("fwd", "bwd", "both"):
+            raise ValueError(f"direction={direction!r} is invalid: expected 'fwd', 'bwd' or 'both'")
+        for hp in self.hook_dict.values():
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
 
     def resolve_hook_points(self, name: str | Callable[[str], bool]) -> list[HookPoint]:
         """The hook points a name or a name filter selects; an unknown name raises with the close ones."""
@@ -168,10 +222,10 @@ class HookedRootModule(nn.Module):
         including_permanent: bool = False,
         level: int | None = None,
     ) -> None:
-        for hp in self.hook_dict.values():
-            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
-            if clear_contexts:
-                hp.clear_context()
+        """Remove non-permanent hooks (all with including_permanent) and, by default, clear hook contexts."""
+        self.remove_all_hook_fns(direction, including_permanent=including_permanent, level=level)
+        if clear_contexts:
+            self.clear_contexts()
 
     def clear_contexts(self) -> None:
         for hp in self.hook_dict.values():
@@ -239,8 +293,15 @@ class HookedRootModule(nn.Module):
         device: str | torch.device | None = None,
         remove_batch_dim: bool = False,
         cache: dict[str, torch.Tensor] | None = None,
+        pos_slice: Any = None,
     ) -> tuple[dict[str, torch.Tensor], list[HookSpec], list[HookSpec]]:
-        """Hooks that store detached activations (and gradients, as `name + '_grad'`) into `cache`."""
+        """Hooks that store detached activations (and gradients, as `name + '_grad'`) into `cache`.
+
+        pos_slice (an int, slice, list of positions, or a `Slice`) keeps only those positions: the query
+        position of scores and patterns, dim -3 of per-head q / k / v / z / result, -2 elsewhere (TransformerLens).
+        """
+        from .cache import apply_pos_slice  # cache imports this module
+
         cache = {} if cache is None else cache
         names = self.filter_hook_names(names_filter)
 
@@ -248,6 +309,13 @@ class HookedRootModule(nn.Module):
             tensor = tensor.detach()
             if remove_batch_dim:
                 tensor = tensor[0]
+            if pos_slice is not None:
+                dim = -3 if hook.name.endswith(_PER_HEAD_POS_HOOKS) else -2
+                if hook.name.endswith("hook_tokens"):
+                    dim = -1  # [batch, pos]
+                if tensor.ndim >= -dim:
+                    sliced = getattr(pos_slice, "apply", None)
+                    tensor = sliced(tensor, dim=dim) if sliced else apply_pos_slice(tensor, pos_slice, dim=dim)
             cache[hook.name + suffix] = tensor if device is None else tensor.to(device)
 
         store_grad = functools.partial(store, suffix="_grad")

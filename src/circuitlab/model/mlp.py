@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -33,16 +34,24 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "gelu_new": gelu_new,
     "gelu_fast": gelu_fast,
+    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
     "silu": F.silu,
+    "solu": solu,
     "solu_ln": solu,
 }
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig) -> None:
+    """cfg a config or a dict; `gated` None follows `cfg.gated_mlp` (TransformerLens: MLP / GatedMLP)."""
+
+    def __init__(self, cfg: HookedTransformerConfig | dict, gated: bool | None = None) -> None:
         super().__init__()
-        self.gated = cfg.gated_mlp
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        self.cfg = cfg
+        self.gated = cfg.gated_mlp if gated is None else gated
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        if self.gated and cfg.act_fn == "solu_ln":
+            raise ValueError("a gated MLP with act_fn='solu_ln' is not supported")
         if self.gated:  # SwiGLU and friends: act(x W_gate) * (x W_in) + b_in (TransformerLens GatedMLP)
             self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))

@@ -18,8 +18,9 @@ class _Norm(nn.Module):
     center: bool = True  # LayerNorm subtracts the mean; RMSNorm does not.
     learned: bool = True
 
-    def __init__(self, cfg: HookedTransformerConfig, length: int | None = None) -> None:
+    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None) -> None:
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.eps = cfg.eps
         self.length = length or cfg.d_model
         if self.learned:

@@ -20,30 +20,65 @@ from .config import HookedTransformerConfig
 from .embed import Embed, PosEmbed, Unembed
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookPoint, NameFilter
+from .kv_cache import HookedTransformerKeyValueCache
+from .masks import get_attention_mask
 from .norms import make_norm
+from .tl_api import TransformerLensMethods
 
 RETURN_TYPES = ("logits", "loss", "both", None)
 
 
-def lm_cross_entropy_loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool = False) -> torch.Tensor:
-    """Next-token cross-entropy: logits[:, i] predicts tokens[:, i + 1]. Per token: [batch, pos - 1]."""
+def lm_cross_entropy_loss(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    per_token: bool = False,
+) -> torch.Tensor:
+    """Next-token cross-entropy: logits[:, i] predicts tokens[:, i + 1]. Per token: [batch, pos - 1].
+
+    With an attention mask [batch, pos] (TransformerLens's argument order) a prediction counts only when
+    it and its target are real tokens; masked ones are 0 per token and left out of the mean.
+    """
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos - 1, vocab]
     loss = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [batch, pos - 1]
-    return loss if per_token else loss.mean()
+    if attention_mask is None:
+        return loss if per_token else loss.mean()
+    counted = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()  # [batch, pos - 1]
+    loss = loss * counted
+    return loss if per_token else loss.sum() / counted.sum()
 
 
-class HookedTransformer(HookedRootModule):
-    def __init__(self, cfg: HookedTransformerConfig | dict[str, Any], move_to_device: bool = True) -> None:
+class HookedTransformer(TransformerLensMethods, HookedRootModule):
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig | dict[str, Any],
+        tokenizer: Any = None,
+        move_to_device: bool = True,
+        default_padding_side: str = "right",
+    ) -> None:
+        """A model of `cfg` (a config or its dict). `tokenizer`: a `transformers` tokenizer; without one,
+        `cfg.tokenizer_name` naming a local folder with tokenizer files loads it. `d_vocab=-1` takes the
+        vocabulary size from the tokenizer, as TransformerLens."""
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = HookedTransformerConfig.from_dict(cfg)
-        if not isinstance(cfg, HookedTransformerConfig):
-            raise TypeError(f"HookedTransformer needs a HookedTransformerConfig or a dict, got {type(cfg).__name__}")
+        if isinstance(move_to_device, str) or not isinstance(move_to_device, bool):
+            raise TypeError(
+                f"HookedTransformer(cfg, tokenizer=None, move_to_device=True): move_to_device={move_to_device!r} "
+                "must be True or False (the second argument is the tokenizer, as in TransformerLens)"
+            )
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.cfg = cfg
         self.tokenizer: Any = None  # a `transformers` tokenizer, set by from_pretrained or set_tokenizer
+        if tokenizer is None and cfg.tokenizer_name is not None:
+            from ..loading.tokens import local_tokenizer
+
+            tokenizer = local_tokenizer(cfg.tokenizer_name)
+        if cfg.d_vocab == -1:
+            cfg.set_vocab_from(tokenizer)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        if cfg.positional_embedding_type == "standard":
+        if cfg.positional_embedding_type in ("standard", "shortformer"):
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         if cfg.use_hook_tokens:
@@ -100,41 +135,139 @@ class HookedTransformer(HookedRootModule):
 
     def forward(
         self,
-        tokens: torch.Tensor | str | list[str],
+        input: torch.Tensor | str | list[str],
         return_type: str | None = "logits",
         loss_per_token: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        start_at_layer: int | None = None,
+        tokens: torch.Tensor | None = None,
+        shortformer_pos_embed: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         stop_at_layer: int | None = None,
+        past_kv_cache: HookedTransformerKeyValueCache | None = None,
     ) -> Any:
         """Run on token ids [batch, pos] (or text, when the model has a tokenizer: see `to_tokens`).
 
-        return_type: "logits" [batch, pos, d_vocab_out], "loss" (mean next-token loss, or [batch, pos-1]
-        with `loss_per_token`), "both" (logits, loss), or None. `stop_at_layer=l` returns the residual
-        stream entering block l instead (for patching and probes).
+        TransformerLens 2.x's signature. return_type: "logits" [batch, pos, d_vocab_out], "loss" (mean
+        next-token loss, or [batch, pos-1] with `loss_per_token`), "both" (logits, loss), or None.
+        `attention_mask` [batch, pos] (1 real, 0 padding) is computed from the tokenizer for left padding.
+        `start_at_layer=l` takes the residual stream entering block l as `input` (with `tokens` for a loss
+        and `shortformer_pos_embed` / `attention_mask` where they apply); `stop_at_layer=l` returns the
+        residual stream entering block l instead of logits (both accept negative indices).
+        `past_kv_cache` (a `HookedTransformerKeyValueCache`) holds earlier positions' keys and values: the
+        input is then only the new positions.
         """
         if return_type not in RETURN_TYPES:
             raise ValueError(f"return_type={return_type!r} is invalid: expected one of {list(RETURN_TYPES)}")
-        is_text = isinstance(tokens, str) or (isinstance(tokens, list) and tokens and isinstance(tokens[0], str))
-        if is_text and self.tokenizer is not None:
-            tokens = self.to_tokens(tokens)
-        tokens = self._check_tokens(tokens)
-        if self.cfg.use_hook_tokens:
-            tokens = self.hook_tokens(tokens)
-        resid = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
-        if self.cfg.positional_embedding_type == "standard":
-            resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
-        for block in self.blocks[:stop_at_layer]:
-            resid = block(resid)
+        if start_at_layer is None:
+            residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
+                input, prepend_bos, padding_side, attention_mask, past_kv_cache
+            )
+        else:
+            residual = self._check_residual(input, start_at_layer)
+            if attention_mask is not None and not attention_mask.bool().all():
+                attention_mask = attention_mask.to(residual.device)
+            else:
+                attention_mask = None  # all real: the unmasked path gives the same numbers
+        layers = list(zip(range(self.cfg.n_layers), self.blocks, strict=True))[start_at_layer:stop_at_layer]
+        for layer, block in layers:
+            residual = block(
+                residual,
+                shortformer_pos_embed=shortformer_pos_embed,
+                past_kv_cache_entry=past_kv_cache[layer] if past_kv_cache is not None else None,
+                attention_mask=attention_mask,
+            )  # [batch, pos, d_model]
         if stop_at_layer is not None:
-            return resid
+            return residual
         if self.cfg.normalization_type is not None:
-            resid = self.ln_final(resid)
-        logits = self.unembed(resid)  # [batch, pos, d_vocab_out]
-        if return_type == "logits":
-            return logits
+            residual = self.ln_final(residual)
         if return_type is None:
             return None
-        loss = lm_cross_entropy_loss(logits, tokens, per_token=loss_per_token)
+        logits = self.unembed(residual)  # [batch, pos, d_vocab_out]
+        if return_type == "logits":
+            return logits
+        if tokens is None:
+            raise ValueError(f"return_type={return_type!r} with start_at_layer needs the token ids: pass tokens=")
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -tokens.shape[1] :]  # the new positions (after a key/value cache)
+        loss = lm_cross_entropy_loss(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    def input_to_embed(
+        self,
+        input: torch.Tensor | str | list[str],
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_kv_cache: HookedTransformerKeyValueCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(residual entering block 0, tokens, shortformer positional embedding or None, attention mask or None).
+
+        The mask is [batch, cached + new positions]; None when every position is real (the fast path), as
+        TransformerLens computes it only for left padding, an explicit mask or a key/value cache.
+        """
+        is_text = isinstance(input, str) or (isinstance(input, list) and input and isinstance(input[0], str))
+        if is_text and self.tokenizer is not None:
+            input = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
+        tokens = self._check_tokens(input)
+        offset = self.get_pos_offset(past_kv_cache, tokens.shape[0])
+        if offset + tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"{offset} cached + {tokens.shape[1]} new positions are longer than n_ctx={self.cfg.n_ctx}"
+            )
+        side = padding_side or getattr(self.tokenizer, "padding_side", "right")
+        if attention_mask is None and (side == "left" or past_kv_cache is not None):
+            prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+            attention_mask = get_attention_mask(self.tokenizer, tokens, prepend, padding_side=side)
+        if attention_mask is not None:
+            if attention_mask.shape != tokens.shape:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)} but the tokens {tuple(tokens.shape)}"
+                )
+            attention_mask = attention_mask.to(self.device)
+            if past_kv_cache is not None:
+                attention_mask = past_kv_cache.append_attention_mask(attention_mask)
+            if attention_mask.bool().all():
+                attention_mask = None  # all real: the unmasked path gives the same numbers, faster
+        if self.cfg.use_hook_tokens:
+            tokens = self.hook_tokens(tokens)
+        residual = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
+        shortformer_pos_embed = None
+        if self.cfg.positional_embedding_type in ("standard", "shortformer"):
+            pos_embed = self.hook_pos_embed(self.pos_embed(tokens, offset, attention_mask))  # [batch, pos, d_model]
+            if self.cfg.positional_embedding_type == "standard":
+                residual = residual + pos_embed
+            else:  # shortformer: added to every layer's query and key inputs, never to the residual stream
+                shortformer_pos_embed = pos_embed
+        return residual, tokens, shortformer_pos_embed, attention_mask
+
+    def get_pos_offset(self, past_kv_cache: HookedTransformerKeyValueCache | None, batch_size: int) -> int:
+        """Positions already in the key/value cache (0 without one); the cache must fit this model and batch."""
+        if past_kv_cache is None:
+            return 0
+        if not self.cfg.causal:
+            raise ValueError(
+                "a key/value cache needs causal attention: in a bidirectional model earlier positions read later ones"
+            )
+        cached_batch, n_cached, n_heads, d_head = past_kv_cache[0].past_keys.shape
+        want = (batch_size, self.blocks[0].attn.n_kv_inputs, self.cfg.d_head)
+        if (cached_batch, n_heads, d_head) != want:
+            raise ValueError(
+                f"the key/value cache holds [batch={cached_batch}, kv_head={n_heads}, d_head={d_head}] but this "
+                f"run needs {list(want)}: make it with HookedTransformerKeyValueCache.init_cache(model.cfg, "
+                "model.device, batch_size)"
+            )
+        return n_cached
+
+    def _check_residual(self, residual: Any, start_at_layer: int) -> torch.Tensor:
+        if not isinstance(residual, torch.Tensor) or residual.ndim != 3 or residual.shape[-1] != self.cfg.d_model:
+            got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
+            raise ValueError(
+                f"start_at_layer={start_at_layer} takes the residual stream [batch, pos, d_model={self.cfg.d_model}]"
+                f" entering that block as input, got {got}"
+            )
+        return residual
 
     def run_with_cache(
         self,
@@ -145,6 +278,7 @@ class HookedTransformer(HookedRootModule):
         incl_bwd: bool = False,
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
+        pos_slice: Any = None,
         return_cache_object: bool = True,
         **model_kwargs: Any,
     ) -> tuple[Any, ActivationCache | dict[str, torch.Tensor]]:
@@ -152,8 +286,9 @@ class HookedTransformer(HookedRootModule):
 
         names_filter: None (all), a hook name, a list of names, or fn(name) -> bool. With `incl_bwd`
         the output (a scalar, e.g. return_type="loss") is back-propagated and gradients are cached too.
+        pos_slice (int, slice, positions or `Slice`) caches only those positions, as TransformerLens.
         """
-        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
+        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
         with self.hooks(fwd, bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
@@ -196,13 +331,6 @@ class HookedTransformer(HookedRootModule):
             return [n for n in names if self.silent_hook_reason(n) is None]
         return names
 
-    def tokens_to_residual_directions(self, tokens: int | torch.Tensor) -> torch.Tensor:
-        """Unembedding directions W_U[:, token]: [..., d_model] for token ids [...]."""
-        if isinstance(tokens, str):
-            raise TypeError("pass token ids: this model has no tokenizer to turn strings into tokens")
-        tokens = torch.as_tensor(tokens, device=self.W_U.device)
-        return self.W_U[:, tokens].movedim(0, -1)
-
     # ---- weights, stacked over layers (TransformerLens shapes) ----------------------------------
     def _stack(self, get: Any) -> torch.Tensor:
         return torch.stack([get(block) for block in self.blocks], dim=0)
@@ -212,7 +340,7 @@ class HookedTransformer(HookedRootModule):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name in ("W_pos", "W_E_pos") and self.cfg.positional_embedding_type != "standard":
+            if name in ("W_pos", "W_E_pos") and not hasattr(self, "pos_embed"):
                 pos = self.cfg.positional_embedding_type
                 raise AttributeError(f"{name}: this model has no learned positional embedding ({pos!r})") from None
             if name in ("W_in", "b_in", "W_out", "b_out") and self.cfg.attn_only:
@@ -314,36 +442,16 @@ class HookedTransformer(HookedRootModule):
 
     # ---- pretrained models and tokenizers (circuitlab.loading, imported on first use) ---------------
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        fold_value_biases: bool = True,
-        dtype: torch.dtype | str = torch.float32,
-        device: str | torch.device | None = None,
-        revision: str | None = None,
-        tokenizer: bool = True,
-    ) -> HookedTransformer:
+    def from_pretrained(cls, model_name: str | Path, *args: Any, **kwargs: Any) -> HookedTransformer:
         """A Hugging Face causal LM (local folder in HF layout, or hub name), processed for interpretability.
 
-        See `circuitlab.loading.from_pretrained`; supported: `circuitlab.loading.SUPPORTED`.
+        TransformerLens's arguments (fold_ln, center_writing_weights, center_unembed,
+        refactor_factored_attn_matrices, ..., fold_value_biases, default_prepend_bos, dtype): see
+        `circuitlab.loading.from_pretrained`; supported families: `circuitlab.loading.SUPPORTED`.
         """
         from ..loading import from_pretrained
 
-        return from_pretrained(
-            name_or_path,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            dtype=dtype,
-            device=device,
-            revision=revision,
-            tokenizer=tokenizer,
-        )
+        return from_pretrained(model_name, *args, **kwargs)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> HookedTransformer:
@@ -359,16 +467,16 @@ class HookedTransformer(HookedRootModule):
 
         return from_hf_model(hf_model, tokenizer, **kwargs)
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
+    def set_tokenizer(self, tokenizer: Any, default_padding_side: str | None = None) -> None:
         from ..loading.tokens import set_tokenizer
 
-        set_tokenizer(self, tokenizer)
+        set_tokenizer(self, tokenizer, default_padding_side)
 
     def to_tokens(
         self,
         input: str | list[str],
         prepend_bos: bool | None = None,
-        padding_side: str = "right",
+        padding_side: str | None = None,
         move_to_device: bool = True,
         truncate: bool = True,
     ) -> torch.Tensor:
@@ -399,11 +507,12 @@ class HookedTransformer(HookedRootModule):
 
         return get_token_position(self, single_token, input, mode, prepend_bos)
 
-    def generate(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any) -> Any:
-        """Greedy (do_sample=False) or sampled continuation; see `circuitlab.loading.generate.generate`."""
+    def generate(self, input: Any = "", max_new_tokens: int = 10, *args: Any, **kwargs: Any) -> Any:
+        """Greedy (do_sample=False) or sampled continuation, by default with a key/value cache
+        (use_past_kv_cache=True, as TransformerLens); see `circuitlab.loading.generate.generate`."""
         from ..loading.generate import generate
 
-        return generate(self, input, max_new_tokens, **kwargs)
+        return generate(self, input, max_new_tokens, *args, **kwargs)
 
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -422,4 +531,4 @@ class HookedTransformer(HookedRootModule):
 
 def _per_query_head(attn: Any, kv_tensor: torch.Tensor) -> torch.Tensor:
     """[kv_head, ...] -> [head, ...]: query head i uses key/value head i // group."""
-    return kv_tensor.repeat_interleave(attn.group, dim=0) if attn.group > 1 else kv_tensor
+    return kv_tensor.repeat_interleave(attn.kv_group, dim=0) if attn.kv_group > 1 else kv_tensor

@@ -66,7 +66,9 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "gelu": gelu,
     "gelu_new": gelu_new,
     "gelu_fast": gelu_fast,
+    "gelu_pytorch_tanh": gelu_new,  # torch's tanh approximation is GPT-2's formula
     "silu": silu,
+    "solu": solu,
     "solu_ln": solu,
 }
 
@@ -104,12 +106,29 @@ def rotary(x: np.ndarray, cfg: Any) -> np.ndarray:
     return np.concatenate([rotated, x[..., r:]], axis=-1)
 
 
-def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts, layer: int = 0) -> np.ndarray:
-    """Multi-head attention on x [batch, pos, d_model]; grouped-query when kv heads < heads."""
+def alibi(n_heads: int, n_pos: int) -> np.ndarray:
+    """ALiBi bias [head, query, key]: m_h * min(key - query, 0), m_h = 2^(-8 (h + 1) / n_heads)."""
+    slopes = 2.0 ** (-8.0 * (np.arange(n_heads) + 1) / n_heads)
+    distance = np.minimum(np.arange(n_pos)[None, :] - np.arange(n_pos)[:, None], 0)
+    return slopes[:, None, None] * distance[None]
+
+
+def attention(
+    x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts, layer: int = 0, qk_pos: np.ndarray | None = None
+) -> np.ndarray:
+    """Multi-head attention on x [batch, pos, d_model]; grouped-query when kv heads < heads.
+
+    qk_pos: a shortformer's positional embedding, added to the query and key inputs only."""
     kv = "_" if cfg.n_key_value_heads is not None else ""
-    q = np.einsum("bpd,hde->bphe", x, params[f"{prefix}.W_Q"]) + params[f"{prefix}.b_Q"]
-    k = np.einsum("bpd,hde->bphe", x, params[f"{prefix}.{kv}W_K"]) + params[f"{prefix}.{kv}b_K"]
-    v = np.einsum("bpd,hde->bphe", x, params[f"{prefix}.{kv}W_V"]) + params[f"{prefix}.{kv}b_V"]
+    qk_in = x if qk_pos is None else x + qk_pos
+    W_K, b_K = params[f"{prefix}.{kv}W_K"], params[f"{prefix}.{kv}b_K"]
+    W_V, b_V = params[f"{prefix}.{kv}W_V"], params[f"{prefix}.{kv}b_V"]
+    if getattr(cfg, "ungroup_grouped_query_attention", False):  # keys/values computed per query head
+        group = cfg.n_heads // W_K.shape[0]
+        W_K, b_K, W_V, b_V = (np.repeat(t, group, axis=0) for t in (W_K, b_K, W_V, b_V))
+    q = np.einsum("bpd,hde->bphe", qk_in, params[f"{prefix}.W_Q"]) + params[f"{prefix}.b_Q"]
+    k = np.einsum("bpd,hde->bphe", qk_in, W_K) + b_K
+    v = np.einsum("bpd,hde->bphe", x, W_V) + b_V
     acts[f"{prefix}.hook_q"], acts[f"{prefix}.hook_k"], acts[f"{prefix}.hook_v"] = q, k, v
     if cfg.positional_embedding_type == "rotary":
         q, k = rotary(q, cfg), rotary(k, cfg)
@@ -117,6 +136,8 @@ def attention(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts, 
     group = cfg.n_heads // k.shape[2]
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)  # query head i reads kv head i // group
     scores = np.einsum("bqhe,bkhe->bhqk", q, k) / cfg.attn_scale
+    if cfg.positional_embedding_type == "alibi":
+        scores = scores + alibi(cfg.n_heads, x.shape[1])
     if cfg.causal:
         n = x.shape[1]
         distance = np.arange(n)[:, None] - np.arange(n)[None, :]  # query minus key position
@@ -154,10 +175,13 @@ def mlp(x: np.ndarray, prefix: str, params: Params, cfg: Any, acts: Acts) -> np.
     return post @ params[f"{prefix}.W_out"] + params[f"{prefix}.b_out"]
 
 
-def block(resid: np.ndarray, layer: int, params: Params, cfg: Any, acts: Acts) -> np.ndarray:
+def block(
+    resid: np.ndarray, layer: int, params: Params, cfg: Any, acts: Acts, qk_pos: np.ndarray | None = None
+) -> np.ndarray:
     p = f"blocks.{layer}"
     acts[f"{p}.hook_resid_pre"] = resid
-    attn_out = attention(normalize(resid, f"{p}.ln1", params, cfg, acts), f"{p}.attn", params, cfg, acts, layer)
+    normalized = normalize(resid, f"{p}.ln1", params, cfg, acts)
+    attn_out = attention(normalized, f"{p}.attn", params, cfg, acts, layer, qk_pos)
     acts[f"{p}.hook_attn_out"] = attn_out
     if getattr(cfg, "parallel_attn_mlp", False) and not cfg.attn_only:  # both sublayers read resid_pre
         mlp_out = mlp(normalize(resid, f"{p}.ln2", params, cfg, acts), f"{p}.mlp", params, cfg, acts)
@@ -186,10 +210,14 @@ def forward(params: Params, cfg: Any, tokens: np.ndarray) -> tuple[np.ndarray, A
     tokens = np.atleast_2d(np.asarray(tokens))
     acts: Acts = {}
     resid = acts["hook_embed"] = params["embed.W_E"][tokens]
-    if cfg.positional_embedding_type == "standard":
+    qk_pos = None  # a shortformer adds its positions to every layer's queries and keys, not to the stream
+    if cfg.positional_embedding_type in ("standard", "shortformer"):
         acts["hook_pos_embed"] = np.broadcast_to(params["pos_embed.W_pos"][: tokens.shape[1]], resid.shape)
-        resid = resid + acts["hook_pos_embed"]
+        if cfg.positional_embedding_type == "standard":
+            resid = resid + acts["hook_pos_embed"]
+        else:
+            qk_pos = acts["hook_pos_embed"]
     for layer in range(cfg.n_layers):
-        resid = block(resid, layer, params, cfg, acts)
+        resid = block(resid, layer, params, cfg, acts, qk_pos)
     resid = normalize(resid, "ln_final", params, cfg, acts)
     return resid @ params["unembed.W_U"] + params["unembed.b_U"], acts
