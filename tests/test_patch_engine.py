@@ -25,6 +25,8 @@ KINDS = [
     "bidirectional",
     "attn_only_no_ln",
     "attn_result",
+    "alibi",
+    "shortformer",
 ]
 SWEEPS = [
     ("resid_pre", True),
@@ -109,16 +111,17 @@ def test_identical_prompts_give_the_base_metric_exactly():
     model = small_model(**CONFIGS["rotary"])
     clean, corrupted = prompts("same")
     metric = logit_diff(ANSWER, DISTRACTOR)
-    base = float(metric(model(corrupted)))
+    base = float(metric(model(corrupted)).detach())
     for act, by_pos in SWEEPS:
         if applicable(CONFIGS["rotary"], act):
             out = patch_activation(model, clean, corrupted, metric, act, by_pos=by_pos)
             assert torch.all(out == base), act
 
 
-def test_live_hooks_fire_in_every_patched_run():
+@pytest.mark.parametrize("kind", ["ln_mlp_gelu", "shortformer"])
+def test_live_hooks_fire_in_every_patched_run(kind):
     """With a hook on the model the sweep goes through the hooks (the engine would bypass them)."""
-    model = small_model()
+    model = small_model(**CONFIGS[kind])
     clean, corrupted = prompts("several")
     metric = logit_diff(ANSWER, DISTRACTOR)
     calls = []
@@ -129,6 +132,9 @@ def test_live_hooks_fire_in_every_patched_run():
         model.reset_hooks()
     assert calls
     torch.testing.assert_close(out, patch_activation(model, clean, corrupted, metric, "resid_pre"), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        naive = naive_patch(model, clean, corrupted, metric, "resid_pre", True)
+    torch.testing.assert_close(out, naive, atol=1e-5, rtol=0)
 
 
 def _flops(fn) -> int:

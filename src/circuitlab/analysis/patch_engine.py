@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..model.attention import _project, rotate_pairs
+from ..model.masks import alibi_bias
 from ..model.names import get_act_name
 from . import metrics
 from .metrics import Metric, PositionMetric, select_pos
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 ATTN_SITES = ("q", "k", "v", "pattern", "z", "result")
 POSITIONWISE = ("q", "pattern", "z", "result", "attn_out", "resid_mid", "mlp_out")  # change only their own rows
-SUPPORTED_POS_EMBED = ("standard", "none", "rotary")
+SUPPORTED_POS_EMBED = ("standard", "none", "rotary", "alibi", "shortformer")
 
 
 @dataclass
@@ -238,6 +239,12 @@ class Engine:
         x_rot = x_rot * cos + rotate_pairs(x_rot, cfg.rotary_adjacent_pairs) * sin
         return torch.cat((x_rot, x_pass), dim=-1)
 
+    def _pos(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """A shortformer model's query / key inputs: the normalised stream plus the positional embedding."""
+        if self.cfg.positional_embedding_type != "shortformer":
+            return h
+        return h + self.model.pos_embed.W_pos[positions]
+
     def _pattern(self, layer: int, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor) -> torch.Tensor:
         """q [N, r, head, d_head] at positions q_pos, k [N, pos, kv_head, d_head] (all positions) ->
         pattern [N, head, r, pos]."""
@@ -246,6 +253,9 @@ class Engine:
         if attn.group > 1:
             k = k.repeat_interleave(attn.group, dim=1)
         scores = torch.matmul(q, k.transpose(-1, -2)).div_(self.cfg.attn_scale)
+        if self.cfg.positional_embedding_type == "alibi":
+            n_keys = k.shape[-2]
+            scores = scores.add_(alibi_bias(self.cfg.n_heads, n_keys, n_keys, q.device, q.dtype)[:, q_pos])
         if self.cfg.causal:
             offset = q_pos[:, None] - torch.arange(k.shape[-2], device=q.device)[None, :]
             blocked = offset < 0
@@ -289,16 +299,18 @@ class Engine:
         W_K, b_K, W_V, b_V = attn.kv_weights
         if fresh is None:
             h = blk.ln1(x)
-            q = self._rotate(layer, _project(h[:, sel], attn.W_Q, attn.b_Q), start + sel)
-            k = self._rotate(layer, _project(h, W_K, b_K), start + torch.arange(m, device=x.device))
+            rows = start + torch.arange(m, device=x.device)
+            q = self._rotate(layer, _project(self._pos(h[:, sel], start + sel), attn.W_Q, attn.b_Q), start + sel)
+            k = self._rotate(layer, _project(self._pos(h, rows), W_K, b_K), rows)
             v = _project(h, W_V, b_V)
         else:
             h = blk.ln1(x[:, fresh])
+            hp = self._pos(h, start + fresh)
             q = self._tile(self.base("q", layer)[:, start:], n_var)
             k = self._tile(self.base("k", layer)[:, start:], n_var)
             v = self._tile(self.base("v", layer)[:, start:], n_var)
-            q[:, fresh] = self._rotate(layer, _project(h, attn.W_Q, attn.b_Q), start + fresh)
-            k[:, fresh] = self._rotate(layer, _project(h, W_K, b_K), start + fresh)
+            q[:, fresh] = self._rotate(layer, _project(hp, attn.W_Q, attn.b_Q), start + fresh)
+            k[:, fresh] = self._rotate(layer, _project(hp, W_K, b_K), start + fresh)
             v[:, fresh] = _project(h, W_V, b_V)
             q = q[:, sel]
         if start:

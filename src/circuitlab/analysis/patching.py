@@ -122,9 +122,12 @@ def run_from_layer(
 ) -> torch.Tensor | None:
     """Run blocks start_layer.. on `resid` [variant * batch, pos, d_model] under `fwd_hooks`; the metric per
     variant [variant], or None when `stop_layer` ends the run early (for hooks that only capture)."""
+    pos_embed = None  # a shortformer model adds its positional embedding to every layer's queries and keys
+    if model.cfg.positional_embedding_type == "shortformer":
+        pos_embed = model.pos_embed.W_pos[: resid.shape[1]].expand(resid.shape[0], -1, -1)
     with model.hooks(fwd_hooks):
         for block in model.blocks[start_layer:stop_layer]:
-            resid = block(resid)
+            resid = block(resid, shortformer_pos_embed=pos_embed)
         if stop_layer is not None:
             return None
         return metric_of_resid(model, resid, metric, n_var)
@@ -528,8 +531,11 @@ def attribution_patch(
         (source_cache,) = _caches(model, (source,), names)
     captured: dict[str, torch.Tensor] = {}
 
-    def capture(x: torch.Tensor, hook: object) -> None:
+    def capture(x: torch.Tensor, hook: object) -> torch.Tensor | None:
+        if act in PATTERN_ACTS:  # a returned copy: the pattern itself must carry the gradient (a hook that only
+            x = x.clone()  # reads a pattern leaves the attention on the fused kernel, off the pattern's graph)
         captured[hook.name] = x
+        return x if act in PATTERN_ACTS else None
 
     def leaf(x: torch.Tensor, hook: object) -> torch.Tensor:  # gradients flow even if weights are frozen
         return x.detach().requires_grad_(True)
