@@ -6,10 +6,13 @@ Every function takes the model, clean and corrupted tokens [batch, pos] of the s
 logit difference reads 1 where a patch restores the clean behaviour); `"noise"` runs the clean prompt
 and patches corrupted activations in. Path patching defaults to `"noise"`, as in Wang et al.
 
-Sweeps are batched: the run being patched is cached once; for each layer L the residual stream entering
-block L is copied once per patch variant (one cell of the grid each), the variants run through blocks
-L.. as one batch [variant * batch, pos, d_model], and a hook on the patched activation swaps each
-variant's cell. Nothing before layer L is recomputed; variants are processed in chunks (`max_variants`).
+Activation patching sweeps run on `patch_engine`: each cell gets only the work it needs (cells whose
+activations are equal in both runs are not run; a patch at layer l, first differing position p reruns
+layers >= l at positions >= p, reading the patched-into run's keys and values before p; the last block and
+the unembedding run only where the metric reads), cells batched as [variant * batch, pos, d_model] in
+chunks (`max_variants`, or an element budget). With hooks live on the model the sweeps run through them
+instead (every position recomputed from the patched layer on). Metrics written for one run's logits
+[batch, pos, vocab] (TransformerLens style) are wrapped (`metrics.adapt`).
 """
 
 from __future__ import annotations
