@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from ..model.attention import _project, rotate_pairs
 from ..model.masks import alibi_bias
@@ -245,24 +246,28 @@ class Engine:
             return h
         return h + self.model.pos_embed.W_pos[positions]
 
-    def _pattern(self, layer: int, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor) -> torch.Tensor:
-        """q [N, r, head, d_head] at positions q_pos, k [N, pos, kv_head, d_head] (all positions) ->
-        pattern [N, head, r, pos]."""
-        attn = self.model.blocks[layer].attn
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        if attn.group > 1:
-            k = k.repeat_interleave(attn.group, dim=1)
-        scores = torch.matmul(q, k.transpose(-1, -2)).div_(self.cfg.attn_scale)
+    def _blocked(self, layer: int, q_pos: torch.Tensor, n_keys: int) -> torch.Tensor | None:
+        """[r, pos] True where query at q_pos may not read a key (the future; beyond a local window)."""
+        if not self.cfg.causal:
+            return None
+        window = self.model.blocks[layer].attn.window
+        offset = q_pos[:, None] - torch.arange(n_keys, device=q_pos.device)[None, :]
+        return offset < 0 if window is None else (offset < 0) | (offset >= window)
+
+    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor):
+        """z [N, r, head, d_head] of queries q [N, r, head, d_head] at positions q_pos over all keys and values
+        [N, pos, kv_head, d_head], on the fused kernel (the pattern is not needed)."""
+        attn, n_keys = self.model.blocks[layer].attn, k.shape[1]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [N, head, pos, d_head]
+        blocked = self._blocked(layer, q_pos, n_keys)
+        mask = None if blocked is None else ~blocked
         if self.cfg.positional_embedding_type == "alibi":
-            n_keys = k.shape[-2]
-            scores = scores.add_(alibi_bias(self.cfg.n_heads, n_keys, n_keys, q.device, q.dtype)[:, q_pos])
-        if self.cfg.causal:
-            offset = q_pos[:, None] - torch.arange(k.shape[-2], device=q.device)[None, :]
-            blocked = offset < 0
-            if attn.window is not None:
-                blocked = blocked | (offset >= attn.window)
-            scores = scores.masked_fill_(blocked, float("-inf"))
-        return torch.softmax(scores, dim=-1)
+            bias = alibi_bias(self.cfg.n_heads, n_keys, n_keys, q.device, q.dtype)[:, q_pos]  # [head, r, pos]
+            mask = bias if blocked is None else bias.masked_fill(blocked, float("-inf"))
+        z = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=1.0 / self.cfg.attn_scale, enable_gqa=attn.group > 1
+        )
+        return z.transpose(1, 2)
 
     def _mix(self, layer: int, pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """pattern [N, head, r, pos] @ v [N, pos, kv_head, d_head] -> z [N, r, head, d_head]."""
@@ -316,7 +321,7 @@ class Engine:
         if start:
             k = torch.cat([self._tile(self.base("k", layer)[:, :start], n_var), k], dim=1)
             v = torch.cat([self._tile(self.base("v", layer)[:, :start], n_var), v], dim=1)
-        z = self._mix(layer, self._pattern(layer, q, k, start + sel), v)
+        z = self._attend(layer, q, k, v, start + sel)
         return self._post_attention(layer, x[:, sel], self._attn_out(layer, z))
 
     def join(self, layer: int, vals: torch.Tensor, start: int, out: torch.Tensor | None) -> torch.Tensor:
@@ -374,13 +379,14 @@ class Engine:
         tile = self._tile
         if act == "q":
             q = self._rotate(layer, vals[:, rows], absolute)
-            pattern = self._pattern(layer, q, tile(self.base("k", layer), n_var), absolute)
-            return self._mix(layer, pattern, tile(self.base("v", layer), n_var))
+            return self._attend(
+                layer, q, tile(self.base("k", layer), n_var), tile(self.base("v", layer), n_var), absolute
+            )
         if act == "k":
             k_new = self._rotate(layer, vals, start + torch.arange(vals.shape[1], device=vals.device))
             k = torch.cat([tile(self.base("k", layer)[:, :start], n_var), k_new], dim=1)
             q = tile(self.base("q", layer)[:, start:], n_var)[:, rows]
-            return self._mix(layer, self._pattern(layer, q, k, absolute), tile(self.base("v", layer), n_var))
+            return self._attend(layer, q, k, tile(self.base("v", layer), n_var), absolute)
         if act == "v":
             v = torch.cat([tile(self.base("v", layer)[:, :start], n_var), vals], dim=1)
             pattern = tile(self.base("pattern", layer)[:, :, start:], n_var)[:, :, rows]
