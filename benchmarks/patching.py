@@ -140,6 +140,12 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
     return int(rows[0]) if len(rows) else None
 
 
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.flatten().double(), b.flatten().double()
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
@@ -253,6 +259,16 @@ def main() -> None:
         attr_s = time.perf_counter() - start
         r = pearson(estimate, grid)
         print(f"          attribution patching {attr_s:6.2f} s, correlation with the exact sweep {r:.3f}")
+    # Why time and multiply-adds part ways: the blocks carry elementwise work (LayerNorm, GELU) the count
+    # leaves out, the naive loop's full-vocabulary unembedding of every position is one efficient GEMM.
+    with torch.no_grad():
+        blocks_s = min(timed(lambda: model(corrupted, stop_at_layer=n_layers)) for _ in range(3))
+        full_s = min(timed(lambda: model(corrupted)) for _ in range(3))
+    unembed_share = args.batch * n_pos * cfg.d_model * cfg.d_vocab_out / forward_macs(cfg, args.batch, n_pos, n_pos)
+    print(
+        f"one naive forward {full_s:.3f} s: the blocks {blocks_s / full_s:.0%} of its time, the final norm and "
+        f"unembedding {1 - blocks_s / full_s:.0%} (they are {unembed_share:.0%} of its multiply-adds)"
+    )
     share = totals["floor"] / totals["naive_macs"]
     line = f"both      ours {totals['ours']:7.2f} s, naive {totals['naive']:7.2f} s"
     if totals["tl"]:
