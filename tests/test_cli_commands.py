@@ -116,7 +116,7 @@ def test_text_prompts_on_a_model_with_a_tokenizer(tmp_path: Path, capsys) -> Non
     code, out, _ = run_cli(capsys, "info", tmp_path / "hf")
     assert code == 0 and "tokenizer: yes" in out and "blocks.{i}.mlp.hook_post  (x2)" in out
     code, out, _ = run_cli(capsys, "census", tmp_path / "hf", "--no-ablation", "--batch", "4")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == [
         f"L{l}H{h}" for l in range(2) for h in range(4)
     ]
     clean = "Her name was Alex Hart. Tomorrow at lunch time Alex"

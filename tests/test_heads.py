@@ -138,7 +138,7 @@ def test_census_names_the_hand_built_heads(built: HookedTransformer) -> None:
     assert "induction 0.9" in " ".join(row.evidence) and "baseline" in row.evidence[0]
     csv_text = census.to_csv()
     assert csv_text.splitlines()[0].startswith("head,roles,ablation_loss_increase")
-    assert '"heads"' in census.to_json() and "L1H0" in census.table()
+    assert '"heads"' in census.to_json() and "L1H0" in str(census.table())
 
 
 def test_probes_refuse_contexts_too_short_for_head_roles() -> None:

@@ -13,12 +13,12 @@ from circuitlab.cli import main
 from circuitlab.report import ROLE_SCORES, build_report, checkpoint_score_rows
 from circuitlab.runs import open_run
 
+# The results first; the training curves after them; the configuration a collapsed section at the end.
 SECTIONS = (
-    "Configuration",
-    "Training curves",
     "Head census",
     "Attention on a sample",
     "Circuits",
+    "Training curves",
     "Role trajectories over training",
 )
 
@@ -43,8 +43,10 @@ def test_report_command_writes_a_self_contained_file(trained_induction, tmp_path
     html = out.read_text()
     assert external_refs(html) == []
     assert html.count("<script") == html.count("</script>") and "cdn.plot.ly" not in html.split("<body>", 1)[1]
-    for section in SECTIONS:
-        assert f"<h2>{section}</h2>" in html
+    where = [html.index(f"<h2>{section}</h2>") for section in SECTIONS]
+    assert where == sorted(where)  # in this order
+    config = html.index("<details><summary>Configuration")
+    assert config > where[-1] and "&quot;task&quot;" in html[config:]
     assert "could not be built" not in html
     assert re.search(r"<td>L1H\d</td><td>induction[^<]*</td><td>[0-9.]+</td><td>induction 0\.\d\d vs", html)
     n_figures = html.count('class="plotly-graph-div"')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -89,3 +91,24 @@ def test_icl_score_and_induction_positions() -> None:
     assert earlier_occurrence(tokens).tolist() == [[-1, -1, -1, -1, -1, 1, 2, 3]]
     # at q=5 (token 5, seen at 1) the next token 6 follows the earlier 5: an induction prediction; q=7 has no next
     assert induction_positions(tokens).tolist() == [[False] * 5 + [True, True, False]]
+
+
+def test_atomic_dir_swaps_an_existing_folder_in_one_step(tmp_path: Path, monkeypatch) -> None:
+    """Replacing a folder never leaves the target missing: the new folder is exchanged with the old one."""
+    import os
+
+    from circuitlab.text import tokenizer
+
+    target = tmp_path / "hf"
+    tokenizer.atomic_dir(target, lambda d: (d / "a.txt").write_text("old"))
+    calls = []
+
+    def no_plain_rename(*args):  # with the exchange available, no remove-then-rename window is ever used
+        calls.append(args)
+        raise AssertionError("os.replace used: the target would be missing between rmtree and rename")
+
+    if tokenizer._exchange(tmp_path / "hf", tmp_path / "hf"):  # the system has renameat2
+        monkeypatch.setattr(os, "replace", no_plain_rename)
+    tokenizer.atomic_dir(target, lambda d: (d / "b.txt").write_text("new"))
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"] and not calls
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # the old folder was removed, no temporaries left

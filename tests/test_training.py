@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from circuitlab import HookedTransformer
+from circuitlab import CheckpointError, HookedTransformer
 from circuitlab.cli import main as cli_main
+from circuitlab.runs import open_run
 from circuitlab.tasks import RepeatedTokens
 from circuitlab.training import TrainingConfig, from_preset, list_checkpoints, train
 
@@ -47,8 +51,15 @@ def test_run_directory_and_metrics(tmp_path: Path) -> None:
         _, cache = m.run_with_cache(task.generate(4, 0).tokens, names_filter=lambda n: n.endswith("hook_pattern"))
         return {f"L{l}": cache["pattern", l][..., 0].mean().item() for l in range(2)}
 
-    result = train(model, task, cfg, out_dir=tmp_path / "run", metrics={"bos": mean_attention_to_bos}, progress=False)
+    old_umask = os.umask(0o022)
+    try:
+        result = train(model, task, cfg, out_dir=tmp_path / "run", metrics={"bos": mean_attention_to_bos},
+                       progress=False)  # fmt: skip
+    finally:
+        os.umask(old_umask)
     run = tmp_path / "run"
+    for p in [run, *run.rglob("*")]:  # folders 0755, files 0644, final/ included
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
     config = json.loads((run / "config.json").read_text())
     assert config["task"]["name"] == "repeated_tokens" and config["training"]["steps"] == 40
     assert config["model"]["n_layers"] == 2
@@ -68,6 +79,10 @@ def test_run_directory_and_metrics(tmp_path: Path) -> None:
         train(_tiny()[1], task, cfg, out_dir=run, progress=False)
     with pytest.raises(ValueError, match=r"config differs in \['training'\]"):
         train(_tiny()[1], task, TrainingConfig(**{**TINY_TRAIN, "lr": 1e-3}), out_dir=run, resume=True, progress=False)
+    config["model"]["n_ctx"] = 10**12  # a corrupt run config: refused before allocating the checkpoint's model
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config\.json: this config has .* GiB"):
+        open_run(run).model_at(10)
 
 
 CHILD = """
@@ -78,7 +93,7 @@ from circuitlab.training import checkpoints, train
 from test_training import _tiny
 real_save = checkpoints.save_file
 def dying_save(tensors, path, metadata=None):
-    if metadata["step"] == "30":  # half a file under its temporary name, then SIGKILL
+    if '"step": 30' in metadata[checkpoints.HEADER_KEY]:  # half a file under its temporary name, then SIGKILL
         open(path, "wb").write(b"partial")
         os.kill(os.getpid(), signal.SIGKILL)
     real_save(tensors, path, metadata=metadata)
@@ -88,9 +103,9 @@ train(model, task, cfg, out_dir={run!r}, progress=False)
 """
 
 
-def test_resume_after_sigkill_mid_save_reaches_the_same_weights(tmp_path: Path) -> None:
+def test_resume_after_sigkill_mid_save_reaches_the_same_weights_and_files(tmp_path: Path) -> None:
     task, model, cfg = _tiny()
-    reference = train(model, task, cfg, progress=False)
+    reference = train(model, task, cfg, out_dir=tmp_path / "reference", progress=False)
 
     run = tmp_path / "run"
     code = CHILD.format(threads=torch.get_num_threads(), tests=str(Path(__file__).parent), run=str(run))
@@ -98,10 +113,18 @@ def test_resume_after_sigkill_mid_save_reaches_the_same_weights(tmp_path: Path) 
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert [s for s, _ in list_checkpoints(run)] == [0, 10, 20]  # the half-written one is not visible
     assert any(p.name.endswith(".tmp") for p in (run / "checkpoints").iterdir())
+    (run / ".final.x1y2z3w4.tmp").mkdir()  # what model.save of older versions left when killed
+    (run / ".final.x1y2z3w4.tmp" / "model.safetensors").write_bytes(b"stale")
 
     task, fresh, cfg = _tiny()
     resumed = train(fresh, task, cfg, out_dir=run, resume=True, progress=False)
     assert resumed.step == 40
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # stale temporaries removed
+    # Every checkpoint and the final model equal the uninterrupted run's, byte for byte.
+    ref_files = sorted(p.relative_to(tmp_path / "reference") for p in (tmp_path / "reference").rglob("*.safetensors"))
+    assert ref_files == sorted(p.relative_to(run) for p in run.rglob("*.safetensors")) and len(ref_files) == 6
+    for name in ref_files:
+        assert (tmp_path / "reference" / name).read_bytes() == (run / name).read_bytes(), name
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -168,3 +191,25 @@ def test_cli_train(tmp_path: Path, capsys) -> None:
     assert cli_main(["train", "inductoin"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean induction" in err
+
+
+def test_cli_train_stops_on_sigint_after_a_checkpoint_with_exit_130(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "circuitlab.cli", "train", "repeated_tokens", "--steps", "100000", "--d-model", "16",
+            "--n-layers", "1", "--batch-size", "4", "--eval-every", "100000", "--checkpoint-every", "5",
+            "--task-param", "length=24", "--task-param", "max_chunk=8", "--task-param", "max_gap=4",
+            "--threads", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2400):  # wait (up to 2 min on a busy machine) until training runs: a checkpoint after step 0
+            if len(list_checkpoints(out)) >= 2 or child.poll() is not None:
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr
+    step = int(re.search(r"stopped at step (\d+)", stdout).group(1))
+    assert list_checkpoints(out)[-1][0] == step and 0 < step < 100000
+    assert "--resume" in stdout and not (out / "final").exists()

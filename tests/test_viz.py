@@ -49,6 +49,22 @@ def test_attention_pattern_and_grid(model, toks) -> None:
         viz.attention_pattern(cache["pattern", 0][0, 0], ["a", "b", "c"])
 
 
+def test_attention_labels_at_every_length() -> None:
+    """Token labels on both axes at every length up to n_ctx: all of them up to 64 (smaller font), every k-th
+    past that; "query" / "key" axis titles on the single pattern and the grid."""
+    for n, step in ((10, 1), (64, 1), (96, 2), (200, 4)):
+        words = [f"t{i}" for i in range(n)]
+        fig = viz.attention_pattern(torch.full((n, n), 1.0 / n), words)
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            assert list(axis.tickvals) == [f"{i}:t{i}" for i in range(0, n, step)]
+        assert fig.layout.xaxis.title.text == "key" and fig.layout.yaxis.title.text == "query"
+        assert fig.layout.xaxis.tickfont.size <= (11 if n <= 16 else 7)
+    grid = viz.attention_grid(torch.full((2, 2, 40, 40), 1 / 40), [str(i % 7) for i in range(40)])
+    assert grid.layout.xaxis3.title.text == "key" and grid.layout.yaxis.title.text == "query"
+    assert list(grid.layout.yaxis.tickvals) == [f"{i}:{i % 7}" for i in range(0, 40, 2)]  # 32 at most per axis
+    assert grid.layout.yaxis.showticklabels and not grid.layout.yaxis2.showticklabels  # the outer edge only
+
+
 def test_token_predictions_ranks_match_the_logits(model, toks) -> None:
     preds = viz.token_predictions(model, toks[:1], top_k=4)
     logits = model(toks[:1])[0].detach()
@@ -64,7 +80,9 @@ def test_token_predictions_ranks_match_the_logits(model, toks) -> None:
 
 
 def test_test_prompt_prints_like_transformer_lens(model, toks, capsys) -> None:
-    result = viz.test_prompt(model, toks[0, :6], [int(toks[0, 6]), int(toks[0, 7])], top_k=3)
+    assert viz.test_prompt(model, toks[0, :6], int(toks[0, 6])) is None  # prints and returns None, as in TL
+    capsys.readouterr()
+    result = viz.test_prompt(model, toks[0, :6], [int(toks[0, 6]), int(toks[0, 7])], top_k=3, return_result=True)
     out = capsys.readouterr().out
     logits = model(toks[:1, :8])[0].detach()
     for i, pos in enumerate((5, 6)):
@@ -88,6 +106,69 @@ def test_patching_heatmaps(toks) -> None:
     assert list(heads.data[0].x) == ["H0", "H1", "H2"] and heads.data[0].text[1][2] == "3"
 
 
+def _colour_at(trace, value: float) -> str:
+    """The colour plotly gives `value` on a heatmap trace: its position on [zmin, zmax] looked up in the stops."""
+    at = (value - trace.zmin) / (trace.zmax - trace.zmin)
+    return min(trace.colorscale, key=lambda stop: abs(stop[0] - at))[1]
+
+
+def test_patching_convention_normalised_effect_zero_is_white() -> None:
+    """One convention everywhere: (patched - corrupted) / (clean - corrupted), 0 white, 1 (clean) blue."""
+    lab_js = (Path(viz.__file__).parents[1] / "web" / "static" / "lab.js").read_text()
+    clean, corrupted = 3.0, -1.0
+    raw = torch.tensor([[-1.0, 3.0, 1.0], [-1.0, -1.0, 7.0]])  # corrupted, clean, halfway; overshoot to 2
+    for fig in (
+        viz.layer_pos_heatmap(raw, clean=clean, corrupted=corrupted, metric_name="logit diff"),
+        viz.layer_head_heatmap(raw, clean=clean, corrupted=corrupted, metric_name="logit diff"),
+    ):
+        heat = fig.data[0]
+        np.testing.assert_allclose(np.asarray(heat.z), [[0.0, 1.0, 0.5], [0.0, 0.0, 2.0]])
+        np.testing.assert_allclose(np.asarray(heat.customdata), raw.numpy())  # raw values on hover
+        assert heat.zmin == -heat.zmax and heat.zmax == 2.0 and "logit diff %{customdata" in heat.hovertemplate
+        assert _colour_at(heat, 0.0) == "rgb(255,255,255)"  # no effect: white
+        r, g, b = (int(c) for c in _colour_at(heat, 1.0)[4:-1].split(","))
+        assert b > r and b > g  # the clean behaviour: blue
+    small = viz.layer_head_heatmap(torch.tensor([[0.0, 0.2]]), clean=1.0, corrupted=0.0)
+    assert small.data[0].zmax == 1.0  # the scale always reaches the clean behaviour
+    same = viz.layer_pos_heatmap(raw, clean=1.0, corrupted=1.0)  # nothing to normalise by: raw values
+    np.testing.assert_allclose(np.asarray(same.data[0].z), raw.numpy())
+    assert viz.normalise_effect(raw, 1.0, 1.0) is None
+    import plotly.colors
+
+    assert [c for _, c in viz.SEQUENTIAL] == plotly.colors.sequential.Blues  # plotly.py's Blues, white at 0
+    assert lab_js.count("colorscale: data.colorscale") == 2  # attention and patching: the server's stops
+    # the web lab draws with the same stops (plotly.js's "RdBu" would run the other way)
+    assert (
+        viz.DIVERGING[5] == [0.5, "rgb(255,255,255)"]
+        and "colorscale: data.colorscale" in (Path(viz.__file__).parents[1] / "web" / "static" / "lab.js").read_text()
+    )
+
+
+def test_composition_scale_is_shared_and_anchored_at_the_baseline(model) -> None:
+    comps = {kind: composition_scores(model, kind).detach() for kind in "QKV"}
+    top = viz.composition_zmax(*comps.values())
+    figs = [viz.composition_matrix(comps[k], k, baseline=0.2, zmax=top) for k in "QKV"]
+    assert {f.data[0].zmax for f in figs} == {top} and {f.data[0].zmin for f in figs} == {0.2}
+    assert top == pytest.approx(max(float(c[:-1, :, 1:].max()) for c in comps.values()))
+    heat = figs[1].data[0]
+    assert heat.colorscale[0][1] in ("rgb(247,251,255)", "#f7fbff")  # white at (and below) the baseline
+    np.testing.assert_allclose(np.asarray(heat.customdata), np.asarray(heat.z) / 0.2)  # x baseline on hover
+
+
+def test_qk_circuit_masked_causally_and_shown_per_row() -> None:
+    qk = torch.tensor([[1.0, 5.0, 9.0], [0.0, 2.0, 9.0], [1.0, 3.0, 0.0]])  # [query, key]
+    soft = viz.circuit_matrix(qk, causal=True, rows="softmax", scale=2.0).data[0]
+    z = np.asarray(soft.z, dtype=float)
+    assert np.isnan(z[0, 1]) and np.isnan(z[0, 2]) and np.isnan(z[1, 2])  # keys after the query blanked
+    np.testing.assert_allclose(np.nansum(z, axis=1), 1.0)
+    np.testing.assert_allclose(z[1, :2], torch.tensor([0.0, 1.0]).softmax(0).numpy())  # softmax of row / scale
+    assert (soft.zmin, soft.zmax) == (0.0, 1.0)
+    centred = np.asarray(viz.circuit_matrix(qk, causal=True, rows="centre").data[0].z, dtype=float)
+    np.testing.assert_allclose(centred[2], np.array([1.0, 3.0, 0.0]) - 4.0 / 3)  # minus the row mean
+    with pytest.raises(ValueError, match="'softmax' or 'centre'"):
+        viz.circuit_matrix(qk, rows="max")
+
+
 def test_score_and_circuit_matrices(model) -> None:
     scores = head_scores(model, batch=4)
     grid = viz.head_scores_grid(scores, ["induction", "previous_token"])
@@ -95,6 +176,9 @@ def test_score_and_circuit_matrices(model) -> None:
     np.testing.assert_allclose(np.asarray(grid.data[1].customdata), scores.baselines["previous_token"].numpy())
     with pytest.raises(ValueError, match="unknown scores"):
         viz.head_scores_grid(scores, ["nope"])
+    every = viz.head_scores_grid(scores)  # 8 scores: two rows of four, as wide as a page at most
+    assert len(every.data) == 8 and every.layout.width <= 1000
+    assert every.data[4].xaxis == "x5" and every.layout.yaxis5.domain[1] < every.layout.yaxis.domain[0]
 
     k = composition_scores(model, "K")  # [L1, H1, L2, H2]
     comp = viz.composition_matrix(k, "K", baseline=0.1)
@@ -162,3 +246,21 @@ def test_save_png_writes_valid_images(model, toks, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not 'bar'"):
         viz.save_png(go.Figure(go.Bar(x=[1], y=[2])), tmp_path / "bar.png")
     assert not (tmp_path / "bar.png").exists()
+
+
+def test_interactive_views_carry_their_data_and_script(model, toks) -> None:
+    _, cache = model.run_with_cache(toks)
+    view = viz.attention_heads(cache, toks[0].tolist(), layer=1, batch_index=1)
+    data = view.data
+    assert data["head_names"] == ["L1H0", "L1H1", "L1H2"] and len(data["tokens"]) == toks.shape[1]
+    np.testing.assert_allclose(data["patterns"], cache["pattern", 1][1].numpy(), atol=5e-4)
+    fragment = view._repr_html_()
+    assert f'id="{view.element_id}"' in fragment and "circuitlabViews" in fragment and "http" not in fragment
+    with pytest.raises(ValueError, match="got 3 tokens for patterns of 10 queries x 10 keys"):
+        viz.attention_heads(torch.zeros(2, 10, 10), ["a", "b", "c"])
+    evil = viz.token_values(["</script><b>", "x"], [1.0, float("nan")])
+    assert "</script><b>" not in evil.html() and evil.data["values"] == [1.0, None]
+    losses = viz.token_losses(model, toks[0])
+    log_probs = model(toks[:1])[0].detach().log_softmax(-1)
+    assert losses.data["values"][0] is None
+    assert losses.data["values"][3] == pytest.approx(-float(log_probs[2, toks[0, 3]]), rel=1e-5)

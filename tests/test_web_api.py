@@ -92,7 +92,7 @@ def test_predictions_match_the_model(client: TestClient, model: HookedTransforme
             continue
         nxt = tokens[p + 1]
         order = probs[p].argsort(descending=True).tolist()
-        assert row["next"]["id"] == nxt and row["next"]["rank"] == order.index(nxt) + 1
+        assert row["next"]["id"] == nxt and row["next"]["rank"] == order.index(nxt)  # 0 = top
         assert row["next"]["prob"] == pytest.approx(float(probs[p, nxt]), abs=1e-4)
     loss = -torch.log(probs[:-1].gather(-1, torch.tensor(tokens[1:])[:, None])).mean()
     assert data["loss"] == pytest.approx(float(loss), abs=1e-4)

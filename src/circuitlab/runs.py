@@ -81,8 +81,11 @@ class Run:
         found = dict(self.checkpoints)
         if step not in found:
             raise ValueError(f"{self.path} has no checkpoint at step {step}; checkpoints: {sorted(found)}")
+        from .model.io import check_fits
+
         cfg = HookedTransformerConfig.from_dict(self.config["model"])
         cfg.device = None
+        check_fits(cfg, self.path / "config.json")
         model = HookedTransformer(cfg)
         load_checkpoint(found[step], model)
         return model.eval()

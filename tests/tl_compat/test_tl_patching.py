@@ -110,7 +110,9 @@ def test_generic_patch_with_index_df_and_a_full_logits_metric(setup):
         index_axis_names=["layer", "pos"],
     )  # fmt: skip
     assert scores.shape == (N_LAYERS, N_POS)
-    torch.testing.assert_close(scores[:, :2], torch.full((N_LAYERS, 2), float(mean_loss(model(corrupted_tokens)))))
+    torch.testing.assert_close(
+        scores[:, :2], torch.full((N_LAYERS, 2), float(mean_loss(model(corrupted_tokens)).detach()))
+    )
     assert (scores[:, 2:] - scores[0, 0]).abs().max() > 1e-3
 
 

@@ -9,6 +9,7 @@ head is mean-ablated.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ import torch
 
 from ..files import atomic_write_text
 from ..model import HookedTransformer
+from ..table import Table
 from ..tasks import Task, masked_loss
 from .ablation import head_ablation_effects
 from .heads import HeadScores, head_scores
@@ -81,13 +83,33 @@ class HeadCensus:
             atomic_write_text(path, out.getvalue())
         return out.getvalue()
 
-    def table(self) -> str:
-        """A plain-text table: each head, its roles, and the evidence for them."""
-        lines = [f"{'head':6s} {'roles':32s} {'ablation dloss':>14s}  evidence"]
-        for r in self.rows:
-            dloss = "" if r.ablation_loss_increase is None else f"{r.ablation_loss_increase:+.3f}"
-            lines.append(f"{r.label:6s} {', '.join(r.roles) or '-':32s} {dloss:>14s}  {'; '.join(r.evidence)}")
-        return "\n".join(lines)
+    def table(self) -> Table:
+        """One row per head: its roles, the mean-ablation loss increase and the evidence for each role."""
+        rows = [
+            {
+                "head": r.label,
+                "roles": ", ".join(r.roles) or "-",
+                "ablation dloss": r.ablation_loss_increase,
+                "evidence": "; ".join(r.evidence),
+            }
+            for r in self.rows
+        ]
+        return Table(rows, ["head", "roles", "ablation dloss", "evidence"], title="head census")
+
+    def summary(self) -> str:
+        """One line: how many heads, which have roles."""
+        named = [f"{r.label} {'/'.join(r.roles)}" for r in self.rows if r.roles]
+        loss = "" if self.clean_loss is None else f", clean loss {self.clean_loss:.3f}"
+        return f"HeadCensus of {len(self.rows)} heads{loss}: " + ("; ".join(named) if named else "no head has a role")
+
+    def __repr__(self) -> str:
+        return self.summary() + "\n" + self.table().text(max_rows=16)
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
 
 
 def _passes(scores: HeadScores, rule: tuple[str, float, float]) -> torch.Tensor:

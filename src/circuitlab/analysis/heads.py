@@ -16,12 +16,15 @@ Attention scores are read from the patterns on probe sequences of random tokens:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..model import FactoredMatrix, HookedTransformer
+from ..table import Table
 
 ATTENTION_SCORES = ("previous_token", "current_token", "first_token", "duplicate_token", "prefix_matching", "induction")
 COPY_SCORES = ("copying_eigen", "copying_top1")
@@ -37,6 +40,42 @@ class HeadScores:
 
     def describe(self, name: str, layer: int, head: int) -> str:
         return f"{self.scores[name][layer, head]:.2f} vs {self.baselines[name][layer, head]:.2f} baseline"
+
+    def table(self) -> Table:
+        """One row per head, each score beside its baseline."""
+        names = list(self.scores)
+        n_layers, n_heads = next(iter(self.scores.values())).shape
+        rows = [
+            {"head": f"L{l}H{h}"}
+            | {
+                col: float(src[n][l, h])
+                for n in names
+                for col, src in ((n, self.scores), (f"{n} baseline", self.baselines))
+                if n in src
+            }
+            for l in range(n_layers)
+            for h in range(n_heads)
+        ]
+        return Table(rows, title="head scores (each beside its null baseline)")
+
+    def summary(self) -> str:
+        """The head with the highest margin over its baseline, per score."""
+        best = []
+        for n, s in self.scores.items():
+            margin = s - self.baselines.get(n, torch.zeros_like(s))
+            l, h = divmod(int(margin.argmax()), s.shape[1])
+            best.append(f"{n} L{l}H{h} {self.describe(n, l, h)}" if n in self.baselines else f"{n} L{l}H{h}")
+        shape = tuple(next(iter(self.scores.values())).shape)
+        return f"HeadScores [layer, head] = {list(shape)}; best per score: " + "; ".join(best)
+
+    def __repr__(self) -> str:
+        return self.summary().replace("; ", "\n  ").replace(": ", ":\n  ", 1)
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
 
 
 # ---- probe sequences ---------------------------------------------------------------------------

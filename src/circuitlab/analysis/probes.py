@@ -16,12 +16,15 @@ out of, an activation while the model runs.
 from __future__ import annotations
 
 import dataclasses
+import html
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..model import HookedTransformer
+from ..table import Table
 
 IGNORE = -1  # label value for (row, output) pairs that no probe should be scored on
 
@@ -137,11 +140,30 @@ class ProbeSweep:
         i = int(self.mean_test_acc.argmax())
         return self.hook_names[i], float(self.mean_test_acc[i])
 
-    def table(self) -> list[dict]:
-        return [
+    def table(self) -> Table:
+        """One row per hook point: mean train and test accuracy over the outputs."""
+        rows = [
             {"hook": n, "train_acc": float(self.train_acc[i].mean()), "test_acc": float(self.test_acc[i].mean())}
             for i, n in enumerate(self.hook_names)
         ]
+        return Table(rows, ["hook", "train_acc", "test_acc"], title="linear probes per hook point")
+
+    def summary(self) -> str:
+        hook, acc = self.best
+        majority = float(self.majority_acc.mean())
+        return (
+            f"ProbeSweep over {len(self.hook_names)} hook points ({self.n_train} train / {self.n_test} test rows): "
+            f"best {hook} test accuracy {acc:.3f} (majority class {majority:.3f})"
+        )
+
+    def __repr__(self) -> str:
+        return self.summary() + "\n" + self.table().text(max_rows=16)
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
 
 
 def resid_hook_names(model: HookedTransformer) -> list[str]:

@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from . import census as census_cmd
+from . import exercises as exercises_cmd
 from . import info as info_cmd
 from . import patch as patch_cmd
 from . import report as report_cmd
@@ -25,6 +26,7 @@ COMMANDS = {
     "info": info_cmd,
     "serve": serve_cmd,
     "study": study_cmd,
+    "exercises": exercises_cmd,
 }
 
 

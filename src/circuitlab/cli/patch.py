@@ -127,15 +127,16 @@ def run(args: argparse.Namespace) -> int:
     attr = args.method == "attribution"
     ans, dis = viz.str_tokens(model, [answer])[0], viz.str_tokens(model, [distractor])[0]
     name = f"logit[{ans!r}] - logit[{dis!r}]"
-    resid_fig = viz.layer_pos_heatmap(
-        resid, words, title=f"residual stream: {what}", metric_name="logit diff", layer_labels=rows
-    )
-    heads_fig = viz.layer_head_heatmap(heads, title=f"head outputs (all positions): {what}", metric_name="logit diff")
+    runs = dict(clean=clean_ld, corrupted=corrupted_ld, metric_name="logit diff")
+    resid_fig = viz.layer_pos_heatmap(resid, words, title=f"residual stream: {what}", layer_labels=rows, **runs)
+    heads_fig = viz.layer_head_heatmap(heads, title=f"head outputs (all positions): {what}", **runs)
     page = viz.Page("activation patching")
     page.text(
         f"Metric: {name} at the last position. Clean run {clean_ld:.3f}, corrupted run {corrupted_ld:.3f}. "
         f"Each cell: the metric with one activation patched ({what})"
-        + (", estimated by attribution patching (linear in the activation change)." if attr else ".")
+        + (", estimated by attribution patching (linear in the activation change)" if attr else "")
+        + ", shown as the normalised effect (patched - corrupted) / (clean - corrupted): 0 (white) = the corrupted "
+        "run's value, 1 (blue) = the clean run's; the raw logit difference is on hover."
     )
     page.table(
         [
@@ -158,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
         "resid_rows": rows,
         "resid": resid.tolist(),
         "heads": heads.tolist(),
+        "normalised": "(patched - corrupted) / (clean - corrupted); null when clean == corrupted",
+        "resid_normalised": _listed(viz.normalise_effect(resid, clean_ld, corrupted_ld)),
+        "heads_normalised": _listed(viz.normalise_effect(heads, clean_ld, corrupted_ld)),
     }
     atomic_write_text(out / "patch.json", json.dumps(record, indent=1))
     print(f"{name}: clean {clean_ld:.3f}, corrupted {corrupted_ld:.3f}")
@@ -167,3 +171,7 @@ def run(args: argparse.Namespace) -> int:
         viz.save_png(heads_fig, out / "heads.png")
         print(f"PNG: {out / 'resid.png'}, {out / 'heads.png'}")
     return 0
+
+
+def _listed(values: Any) -> Any:
+    return None if values is None else values.tolist()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..model.config import _dtype_from
+from ..model.io import CheckpointError, check_fits
 from . import files
 from .architectures import SUPPORTED, Architecture, find_architecture
 from .files import HubUnreachableError
@@ -23,6 +24,8 @@ from .processing import process_weights
 if TYPE_CHECKING:
     from ..model.transformer import HookedTransformer
 
+INTEGER_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "n_key_value_heads",
+                  "rotary_dim", "window_size")  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
@@ -69,15 +72,30 @@ def from_pretrained(
         model = from_hf_model(hf_model, tok, **steps, dtype=dtype, device=device if move_to_device else None)
         return _finish(model, default_prepend_bos, default_padding_side)
     folder = files.resolve(name_or_path, revision)
-    arch = find_architecture(files.read_config(folder))  # before importing transformers: fails fast
+    raw = files.read_config(folder)
+    arch = find_architecture(raw)  # before importing transformers: fails fast
+    sizes = {hf: ours for ours, hf in arch.config.items() if isinstance(hf, str) and ours in INTEGER_FIELDS}
+    files.check_integer_fields(folder, raw, sizes)
     from transformers import AutoConfig
 
-    hf_cfg = AutoConfig.from_pretrained(str(folder))
-    state = files.load_state_dict(folder)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(folder))
+    except (ValueError, TypeError, KeyError, OSError) as err:  # transformers' validation errors span lines
+        why = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise CheckpointError(f"{folder / files.CONFIG_FILE} is not a valid {arch.name} config: {why}") from err
+    sources: dict[str, Path] = {}
+    state = files.load_state_dict(folder, sources)
     tok = (load_tokenizer(folder) if tokenizer is True else None) if tokenizer in (True, False, None) else tokenizer
-    model = _build(
-        arch, hf_cfg, state, tok, steps, dtype=dtype, device=device if move_to_device else None, name=str(name_or_path)
-    )
+    source = folder / files.CONFIG_FILE
+    try:
+        model = _build(
+            arch, hf_cfg, state, tok, steps, dtype=dtype, device=device if move_to_device else None,
+            name=str(name_or_path), source=source,
+        )  # fmt: skip
+    except (RuntimeError, ValueError) as err:
+        if not isinstance(err, CheckpointError):
+            files.check_shapes(folder, hf_cfg, state, sources)  # names the file and tensor when shapes disagree
+        raise
     return _finish(model, default_prepend_bos, default_padding_side)
 
 
@@ -137,7 +155,7 @@ def from_hf_model(
         refactor_factored_attn_matrices=refactor_factored_attn_matrices,
     )
     name = getattr(hf_cfg, "_name_or_path", "") or type(hf_model).__name__
-    return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name)
+    return _build(arch, hf_cfg, state, tokenizer, steps, dtype=dtype, device=device, name=name, source=name)
 
 
 def load_tokenizer(folder: Path) -> Any:
@@ -159,6 +177,7 @@ def _build(
     dtype: torch.dtype | str,
     device: str | torch.device | None,
     name: str,
+    source: str | Path,
 ) -> HookedTransformer:
     from ..model.transformer import HookedTransformer
 
@@ -180,6 +199,7 @@ def _build(
             f"the {arch.name} weights do not fit the converted config: unset {unset[:8]}, unexpected {extra[:8]}, "
             f"shape mismatches {wrong[:8]}"
         )
+    check_fits(cfg, source)  # an absurd n_ctx (rotary tables) or d_vocab fails here, before allocating
     for k, v in expected.items():  # biases the family does not have (GPT-Neo's b_Q, Llama's b_O, b_U)
         ours.setdefault(k, torch.zeros(v.shape, dtype=torch.float32))
     process_weights(ours, cfg, **steps)

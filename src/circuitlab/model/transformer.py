@@ -515,11 +515,12 @@ class HookedTransformer(TransformerLensMethods, HookedRootModule):
         return generate(self, input, max_new_tokens, *args, **kwargs)
 
     # ---- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write `path/` with config.json and model.safetensors, atomically (see `circuitlab.model.io`)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write `path/config.json` and `path/model.safetensors`, crash-safe, touching nothing else; a folder
+        that is not a circuitlab model folder is refused unless `overwrite` (see `circuitlab.model.io`)."""
         from .io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> HookedTransformer:

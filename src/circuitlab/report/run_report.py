@@ -89,17 +89,6 @@ def build_report(
         f"{final.get('eval_loss', float('nan')):.4f} nats. {len(steps)} checkpoints at steps {steps}."
     )
 
-    page.heading("Configuration")
-    page.data(run.config)
-
-    def training() -> None:
-        if not rows:
-            raise ValueError("metrics.jsonl is empty or missing")
-        figure("loss", viz.loss_curves(rows, steps, title="loss (dotted lines: checkpoints)"))
-        figure("loss_per_position", viz.loss_per_position(rows, title="eval loss at each position"))
-
-    _section(page, "Training curves", training)
-
     try:
         scores = head_scores(model, batch=32, seed=seed)
         scores_error = None
@@ -115,18 +104,9 @@ def build_report(
             "pass a level and beat its null baseline. 'ablation dloss' is the increase of the task loss "
             f"(clean {result.clean_loss:.4f}) when the head is mean-ablated."
         )
-        page.table(
-            [
-                {
-                    "head": r.label,
-                    "roles": ", ".join(r.roles) or "-",
-                    "ablation dloss": r.ablation_loss_increase,
-                    "evidence": "; ".join(r.evidence),
-                }
-                for r in result.rows
-            ]
-        )
-        figure("head_scores", viz.head_scores_grid(scores, title="head scores (hover: null baseline)"))
+        page.table(result.table())
+        figure("head_scores", viz.head_scores_grid(scores, title="head scores"))
+        page.text("Each score's null baseline is in the table above and on hover.")
 
     _section(page, "Head census", census)
 
@@ -139,6 +119,10 @@ def build_report(
         words = viz.str_tokens(model, tokens[0])
         page.text(f"One sequence of a fresh batch from the task ({sample_size} drawn, seed {seed + 1000}).")
         figure("attention", viz.attention_grid(cache, words, title="attention patterns, sequence 0"))
+        page.text("Interactive: hover a head to choose it, hover a token to colour what it attends to.")
+        for layer in range(cfg.n_layers):
+            page.raw_html(viz.attention_heads(cache, words, layer=layer, title=f"layer {layer}").html())
+        page.raw_html(viz.token_losses(model, tokens[0], title="the model's loss on each token of sequence 0").html())
         predictions = viz.token_predictions(model, tokens[:1], top_k=3)
         title = "predictions at each position (rank of the next token)"
         figure("predictions", viz.predictions_table(predictions, title=title))
@@ -149,9 +133,10 @@ def build_report(
     def circuits() -> None:
         if cfg.n_layers >= 2:
             comps = all_composition_scores(model)
+            top = viz.composition_zmax(*comps.values())  # one colour scale for Q, K and V
             for kind in ("K", "Q", "V"):
                 base = composition_baseline(model, kind)
-                figure(f"{kind}_composition", viz.composition_matrix(comps[kind], kind, baseline=base))
+                figure(f"{kind}_composition", viz.composition_matrix(comps[kind], kind, baseline=base, zmax=top))
         layer, head = _top_head(scores.scores, "induction") if scores is not None else (cfg.n_layers - 1, 0)
         n_tok = min(cfg.d_vocab, 48)
         figure(
@@ -177,11 +162,24 @@ def build_report(
                     max_size=n_pos,
                     row_title="query position",
                     col_title="key position",
+                    causal=True,
+                    rows="softmax",
+                    scale=cfg.attn_scale,
                 ),
-                "A previous-token head's largest entries sit just below the diagonal.",
+                "Each row: the attention a query at that position would pay from the positional embeddings alone "
+                "(softmax of W_pos W_QK W_pos^T / attn_scale over the keys a causal model sees). A previous-token "
+                "head's mass sits just below the diagonal.",
             )
 
     _section(page, "Circuits", circuits)
+
+    def training() -> None:
+        if not rows:
+            raise ValueError("metrics.jsonl is empty or missing")
+        figure("loss", viz.loss_curves(rows, steps, title="loss (dotted lines: checkpoints)"))
+        figure("loss_per_position", viz.loss_per_position(rows, title="eval loss at each position"))
+
+    _section(page, "Training curves", training)
 
     def trajectories() -> None:
         source = rows
@@ -197,6 +195,7 @@ def build_report(
                 figure(f"trajectory_{score}", viz.head_trajectories(source, score, steps))
 
     _section(page, "Role trajectories over training", trajectories)
+    page.details("Configuration (config.json of the run)", run.config)
 
     path = page.save(out)
     if png_dir is not None:

@@ -57,12 +57,16 @@ def load_tokenizer(folder: str | Path) -> Any:
 
 
 def atomic_dir(target: Path, fill: Callable[[Path], object]) -> Path:
-    """Build a folder in a temporary sibling, then rename it into place: never half-written."""
+    """Build a folder in a temporary sibling, then move it into place: never half-written. An existing folder
+    is swapped out in one step where the system can (Linux's renameat2 RENAME_EXCHANGE), so a kill at any
+    moment leaves the old folder or the new one under `target`, never none."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         fill(tmp)
         os.chmod(tmp, 0o755)
+        if target.exists() and _exchange(tmp, target):
+            return target  # `tmp` now holds the old folder: removed below
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -70,6 +74,20 @@ def atomic_dir(target: Path, fill: Callable[[Path], object]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 with RENAME_EXCHANGE); False where the system has no such call."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def corpus_tokenizer(vocab_size: int = 4096, max_chars: int | None = None, root: str | Path | None = None) -> Path:

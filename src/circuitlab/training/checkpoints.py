@@ -1,13 +1,17 @@
 """Training checkpoints: model weights, optimiser state and loop counters in one safetensors file.
 
 `checkpoints/step_000120.safetensors` is written to a temporary name and renamed, so a run killed
-mid-save leaves only complete checkpoints under their final names.
+mid-save leaves only complete checkpoints under their final names (`remove_stale_temps` clears the
+temporaries on resume). A checkpoint holds nothing but what the run's config and step determine, in
+one metadata entry (safetensors writes several in random order), so the file is the same byte for byte
+in every run of the same config, interrupted and resumed or not.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,8 @@ from ..files import atomic_write
 from ..model import CheckpointError
 
 PATTERN = re.compile(r"step_(\d+)\.safetensors")
+HEADER_KEY = "circuitlab.checkpoint"
+STALE = ("checkpoints/.step_*.safetensors.*.tmp", ".config.json.*.tmp", ".metrics.jsonl.*.tmp")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -32,7 +38,7 @@ def save_checkpoint(
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
-    metadata = {"step": str(step), "counters": json.dumps(counters)}
+    metadata = {HEADER_KEY: json.dumps({"step": step, "counters": counters}, sort_keys=True)}
     path = checkpoint_path(run_dir, step)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
@@ -69,4 +75,20 @@ def load_checkpoint(
                 optim_state.setdefault(int(index), {})[name] = value
         groups = optimizer.state_dict()["param_groups"]
         optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-    return int(metadata["step"]), json.loads(metadata["counters"])
+    if HEADER_KEY in metadata:
+        header = json.loads(metadata[HEADER_KEY])
+        return int(header["step"]), header["counters"]
+    return int(metadata["step"]), json.loads(metadata["counters"])  # older checkpoints: two metadata entries
+
+
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the temporaries a killed run left in `run_dir` (half-written checkpoints, and `.final.*.tmp/`
+    folders of older versions' model.save); returns what was removed."""
+    run_dir = Path(run_dir)
+    files = [p for pattern in STALE for p in run_dir.glob(pattern) if p.is_file()]
+    folders = [p for p in run_dir.glob(".final.*") if p.is_dir() and p.suffix in (".tmp", ".old")]
+    for p in files:
+        p.unlink(missing_ok=True)
+    for p in folders:
+        shutil.rmtree(p, ignore_errors=True)
+    return sorted(files + folders)

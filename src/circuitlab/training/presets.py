@@ -1,7 +1,8 @@
 """Named starting points: a task, a model shape and training settings that work together.
 
 `induction` is the default 2-layer attention-only model on repeated random tokens: its loss on the
-repeated half drops below 0.1 nats within a few hundred steps (seconds on 2 CPU threads).
+repeated half drops below 0.1 nats within a few hundred steps (600 steps take 10 s on one thread of this
+project's 2-core machine, measured).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..files import atomic_write
 from ..model import HookedTransformer
 from ..tasks import Task, masked_loss
-from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import checkpoint_path, list_checkpoints, load_checkpoint, remove_stale_temps, save_checkpoint
 from .config import TrainingConfig
 from .metrics import MetricFn, MetricsLog, evaluate, run_metric_fns
 
@@ -113,6 +113,8 @@ def train(
         _prepare_run_dir(run_dir, config, resume)
         log = MetricsLog(run_dir / "metrics.jsonl")
         found = list_checkpoints(run_dir)
+        if resume:
+            remove_stale_temps(run_dir)
         if resume and found:
             step, counters = load_checkpoint(found[-1][1], model, optimizer)
             history = log.truncate_after(step)
@@ -135,13 +137,12 @@ def train(
             log.append(row)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {task.name}", unit="step")
-    interrupted = False
     with _StopFlag() as flag:
         if step == 0 and not history:
             record(0)
             if 0 in ckpt_steps:
                 save_checkpoint(run_dir, 0, model, optimizer, counters)
-        while step < cfg.steps:
+        while step < cfg.steps and not flag.stop:  # a Ctrl-C during the step-0 evaluation stops at step 0
             batch = task.generate(cfg.batch_size, data_seed(cfg.seed, step)).to(device)
             lr = cfg.lr_at(step)
             for group in optimizer.param_groups:
@@ -161,14 +162,13 @@ def train(
             if step in ckpt_steps:
                 save_checkpoint(run_dir, step, model, optimizer, counters)
             bar.update(1)
-            if flag.stop:
-                interrupted = step < cfg.steps
-                break
+        interrupted = flag.stop and step < cfg.steps
     bar.close()
     if interrupted and run_dir is not None:
         if step not in ckpt_steps:
             save_checkpoint(run_dir, step, model, optimizer, counters)
-        print(f"stopped at step {step}; checkpoint written, continue with resume=True (--resume)")
+        print(f"stopped at step {step}; checkpoint {checkpoint_path(run_dir, step)} written, continue with "
+              "resume=True (the same command with --resume)")  # fmt: skip
     if run_dir is not None and not interrupted:
         model.save(run_dir / "final")
     return TrainResult(model, step, history, run_dir, interrupted, time.perf_counter() - start)

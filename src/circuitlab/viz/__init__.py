@@ -9,9 +9,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "DIVERGING": "_common",
+    "SEQUENTIAL": "_common",
+    "pos_label": "_common",
     "Page": "page",
     "attention_pattern": "attention",
     "attention_grid": "attention",
+    "attention_heads": "interactive",
+    "token_values": "interactive",
+    "token_losses": "interactive",
+    "TokenView": "interactive",
     "patterns_from_cache": "attention",
     "token_predictions": "predictions",
     "predictions_table": "predictions",
@@ -21,9 +28,11 @@ _EXPORTS = {
     "str_tokens": "predictions",
     "layer_pos_heatmap": "patching",
     "layer_head_heatmap": "patching",
+    "normalise_effect": "patching",
     "head_score_matrix": "scores",
     "head_scores_grid": "scores",
     "composition_matrix": "scores",
+    "composition_zmax": "scores",
     "circuit_matrix": "scores",
     "read_metrics": "training",
     "head_score_names": "training",

@@ -7,8 +7,31 @@ from typing import Any
 
 import numpy as np
 
-DIVERGING = "RdBu"  # patching, composition, circuits: signed values, centred on 0
-SEQUENTIAL = "Blues"  # attention and head scores: values in [0, 1]
+# Signed values (patching, circuits), centred on 0: red below, pure white at 0, blue above (ColorBrewer RdBu
+# with its centre set to white). Spelt out as stops, not the name "RdBu": plotly.js's "RdBu" runs the opposite
+# way to plotly.py's, and the web lab draws with this same list (sent in its JSON), so a colour means the
+# same thing in every view.
+DIVERGING: list[list[Any]] = [
+    [0.0, "rgb(103,0,31)"],
+    [0.1, "rgb(178,24,43)"],
+    [0.2, "rgb(214,96,77)"],
+    [0.3, "rgb(244,165,130)"],
+    [0.4, "rgb(253,219,199)"],
+    [0.5, "rgb(255,255,255)"],
+    [0.6, "rgb(209,229,240)"],
+    [0.7, "rgb(146,197,222)"],
+    [0.8, "rgb(67,147,195)"],
+    [0.9, "rgb(33,102,172)"],
+    [1.0, "rgb(5,48,97)"],
+]
+# Values in [0, 1] (attention, head scores): ColorBrewer Blues, white at 0, as stops for the same reason.
+_BLUES = ["247,251,255", "222,235,247", "198,219,239", "158,202,225", "107,174,214", "66,146,198", "33,113,181"]
+SEQUENTIAL: list[list[Any]] = [[i / 8, f"rgb({c})"] for i, c in enumerate([*_BLUES, "8,81,156", "8,48,107"])]
+
+
+def pos_label(i: int, token: Any) -> str:
+    """The one label of a position everywhere (axes, hovers, tables): "pos:token"."""
+    return f"{i}:{token}"
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -31,7 +54,22 @@ def token_labels(tokens: Sequence[Any] | None, n: int) -> list[str]:
     tokens = [str(int(t)) if hasattr(t, "item") else str(t) for t in tokens]
     if len(tokens) != n:
         raise ValueError(f"got {len(tokens)} token labels for {n} positions")
-    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+    return [pos_label(i, t) for i, t in enumerate(tokens)]
+
+
+def tick_axis(labels: Sequence[str], max_ticks: int = 64) -> dict[str, Any]:
+    """Axis settings that show every label up to `max_ticks` (smaller font as they get dense, rotated), else
+    every k-th one; hovers always name every cell."""
+    n = len(labels)
+    step = max(1, -(-n // max_ticks))
+    size = 11 if n <= 16 else 9 if n <= 32 else 7
+    return dict(
+        tickmode="array",
+        tickvals=list(labels[::step]),
+        ticktext=list(labels[::step]),
+        tickfont_size=size,
+        automargin=True,
+    )
 
 
 def head_labels(n_layers: int, n_heads: int) -> list[str]:

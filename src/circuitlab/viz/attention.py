@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, to_numpy, token_labels
+from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, tick_axis, to_numpy, token_labels
+
+_HOVER = "query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>"
 
 
 def patterns_from_cache(cache: Any, batch_index: int = 0) -> np.ndarray:
@@ -30,11 +32,11 @@ def attention_pattern(
         zmin=0.0,
         zmax=zmax,
         colorscale=SEQUENTIAL,
-        hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+        hovertemplate=_HOVER,
     )
     fig = go().Figure(heat)
-    fig.update_yaxes(autorange="reversed", title_text="query")
-    fig.update_xaxes(title_text="key")
+    fig.update_yaxes(autorange="reversed", title_text="query", **tick_axis(q_labels))
+    fig.update_xaxes(title_text="key", tickangle=-60, **tick_axis(list(heat.x)))
     side = 250 + 12 * values.shape[0]
     return layout(fig, title, width=side + 100, height=side)
 
@@ -61,7 +63,6 @@ def attention_grid(
         horizontal_spacing=0.04 if n_heads < 8 else 0.01,
         vertical_spacing=0.08 if n_layers < 6 else 0.02,
     )
-    show_ticks = n_q <= 32
     for l in range(n_layers):
         for h in range(n_heads):
             fig.add_trace(
@@ -71,15 +72,19 @@ def attention_grid(
                     y=q_labels,
                     coloraxis="coloraxis",
                     name=f"L{l}H{h}",
-                    hovertemplate=f"L{l}H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>",
+                    hovertemplate=f"L{l}H{h}<br>{_HOVER}",
                 ),
                 row=l + 1,
                 col=h + 1,
             )
-    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont_size=8)
-    fig.update_xaxes(showticklabels=False, tickfont_size=8)
-    fig.update_yaxes(showticklabels=show_ticks, col=1)  # labels on the outer edge of the grid only
-    fig.update_xaxes(showticklabels=show_ticks, row=n_layers)
+    keys = k_labels or [str(i) for i in range(n_k)]
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    # token labels on the outer edge of the grid (every k-th one past 32 positions; hovers name every cell)
+    fig.update_yaxes(showticklabels=True, col=1, **tick_axis(q_labels, max_ticks=32))
+    fig.update_xaxes(showticklabels=True, row=n_layers, tickangle=-60, **tick_axis(keys, max_ticks=32))
+    fig.update_yaxes(title_text="query", col=1, row=(n_layers + 1) // 2)
+    fig.update_xaxes(title_text="key", row=n_layers, col=(n_heads + 1) // 2)
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar_title="attention"))
     cell = max(160, min(320, 8 * n_q))
     return layout(fig, title, width=min(1400, cell * n_heads + 160), height=cell * n_layers + 120)

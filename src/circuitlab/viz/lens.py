@@ -43,7 +43,7 @@ def logit_lens_table(
     if answer is not None:
         p_answer = probs[:, answer]
         rank = (probs > p_answer[:, None]).sum(-1)
-        columns += [f"p({str_tokens(model, [answer])[0]!r})", "rank"]
+        columns += [f"p({str_tokens(model, [answer])[0]!r})", "rank (0 = top)"]
         cells += [[f"{float(p):.3f}" for p in p_answer], rank.tolist()]
     ids = torch.as_tensor(tokens)
     seq = str_tokens(model, ids.reshape(-1, ids.shape[-1])[batch_index])

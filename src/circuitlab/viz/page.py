@@ -60,11 +60,18 @@ class Page:
         """Any JSON-serialisable object, pretty-printed."""
         return self.code(json.dumps(obj, indent=2, default=str))
 
+    def details(self, summary: str, obj: Any) -> Page:
+        """A collapsed section (HTML <details>) holding a JSON-serialisable object, pretty-printed."""
+        body = html.escape(json.dumps(obj, indent=2, default=str))
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary><pre>{body}</pre></details>")
+        return self
+
     def table(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Page:
-        """A table from a list of dicts (columns default to the first row's keys)."""
+        """A table from a list of dicts or a `circuitlab.table.Table` (columns default to its columns, or the
+        first row's keys)."""
         if not rows:
             return self.text("(no rows)")
-        columns = list(columns or rows[0].keys())
+        columns = list(columns or getattr(rows, "columns", None) or rows[0].keys())
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
         body = "".join("<tr>" + "".join(_cell(row.get(c, "")) for c in columns) + "</tr>" for row in rows)
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -1,4 +1,10 @@
-"""Patching heatmaps: layer x position (residual stream, with the tokens) and layer x head."""
+"""Patching heatmaps: layer x position (residual stream, with the tokens) and layer x head.
+
+One convention in every view (these figures, the CLI, the report, the web lab, the PNGs): given the clean and
+corrupted runs' metric, a cell shows the normalised effect (patched - corrupted) / (clean - corrupted) on a
+diverging scale with 0 (the corrupted behaviour, no effect of a denoising patch) white and 1 (the clean
+behaviour) blue; the raw metric is on hover and in the JSON.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,31 @@ import numpy as np
 from ._common import DIVERGING, check_ndim, go, layout, to_numpy, token_labels
 
 
-def _symmetric(values: np.ndarray) -> float:
+def _symmetric(values: np.ndarray, at_least: float = 0.0) -> float:
     finite = np.abs(values[np.isfinite(values)])
-    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    bound = float(finite.max()) if finite.size else 0.0
+    return max(bound, at_least) or 1.0
+
+
+def normalise_effect(values: Any, clean: float, corrupted: float) -> np.ndarray | None:
+    """(values - corrupted) / (clean - corrupted): 0 = the corrupted run's metric, 1 = the clean run's.
+    None when the two runs' metrics are (nearly) equal, so the normalisation would divide by ~0."""
+    spread = float(clean) - float(corrupted)
+    if abs(spread) < 1e-6 * max(1.0, abs(float(clean))):
+        return None
+    return (to_numpy(values) - float(corrupted)) / spread
+
+
+def _scale(
+    z: np.ndarray, clean: float | None, corrupted: float | None, metric_name: str
+) -> tuple[np.ndarray, np.ndarray | None, float, str, str]:
+    """(shown values, raw values for hover or None, colour bound, colourbar title, hover line)."""
+    if clean is not None and corrupted is not None:
+        norm = normalise_effect(z, clean, corrupted)
+        if norm is not None:
+            hover = f"normalised effect %{{z:.3f}}<br>{metric_name} %{{customdata:.4g}}"
+            return norm, z, _symmetric(norm, at_least=1.0), "normalised (1 = clean)", hover
+    return z, None, _symmetric(z), metric_name, f"{metric_name} %{{z:.4g}}"
 
 
 def layer_pos_heatmap(
@@ -21,13 +49,16 @@ def layer_pos_heatmap(
     title: str | None = None,
     metric_name: str = "metric",
     layer_labels: Sequence[str] | None = None,
+    clean: float | None = None,
+    corrupted: float | None = None,
 ) -> Any:
-    """values [layer, pos] (e.g. `patch_resid_pre`): one row per layer, one column per token."""
-    z = check_ndim(to_numpy(values), 2, "values", "[layer, pos]")
-    rows = list(layer_labels) if layer_labels is not None else [f"L{l}" for l in range(z.shape[0])]
-    if len(rows) != z.shape[0]:
-        raise ValueError(f"got {len(rows)} layer labels for {z.shape[0]} rows")
-    bound = _symmetric(z)
+    """values [layer, pos] (e.g. `patch_resid_pre`): one row per layer, one column per token. With the clean
+    and corrupted runs' metric, cells show the normalised effect (module docstring), raw values on hover."""
+    raw = check_ndim(to_numpy(values), 2, "values", "[layer, pos]")
+    rows = list(layer_labels) if layer_labels is not None else [f"L{l}" for l in range(raw.shape[0])]
+    if len(rows) != raw.shape[0]:
+        raise ValueError(f"got {len(rows)} layer labels for {raw.shape[0]} rows")
+    z, custom, bound, bar, hover = _scale(raw, clean, corrupted, metric_name)
     fig = go().Figure(
         go().Heatmap(
             z=z,
@@ -37,8 +68,9 @@ def layer_pos_heatmap(
             zmin=-bound,
             zmax=bound,
             colorscale=DIVERGING,
-            colorbar_title=metric_name,
-            hovertemplate=f"%{{y}}, position %{{x}}<br>{metric_name} %{{z:.4g}}<extra></extra>",
+            colorbar_title=bar,
+            customdata=custom,
+            hovertemplate=f"%{{y}}, pos:token %{{x}}<br>{hover}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="position", tickangle=-45)
@@ -46,10 +78,17 @@ def layer_pos_heatmap(
     return layout(fig, title, width=min(1400, max(640, 160 + 28 * z.shape[1])), height=max(300, 140 + 30 * z.shape[0]))
 
 
-def layer_head_heatmap(values: Any, title: str | None = None, metric_name: str = "metric") -> Any:
-    """values [layer, head] (e.g. `patch_head_out_all_pos`), with each cell's value written in it."""
-    z = check_ndim(to_numpy(values), 2, "values", "[layer, head]")
-    bound = _symmetric(z)
+def layer_head_heatmap(
+    values: Any,
+    title: str | None = None,
+    metric_name: str = "metric",
+    clean: float | None = None,
+    corrupted: float | None = None,
+) -> Any:
+    """values [layer, head] (e.g. `patch_head_out_all_pos`), with each cell's value written in it; normalised
+    like `layer_pos_heatmap` when the clean and corrupted metrics are given."""
+    raw = check_ndim(to_numpy(values), 2, "values", "[layer, head]")
+    z, custom, bound, bar, hover = _scale(raw, clean, corrupted, metric_name)
     fig = go().Figure(
         go().Heatmap(
             z=z,
@@ -59,10 +98,11 @@ def layer_head_heatmap(values: Any, title: str | None = None, metric_name: str =
             zmin=-bound,
             zmax=bound,
             colorscale=DIVERGING,
-            colorbar_title=metric_name,
+            colorbar_title=bar,
+            customdata=custom,
             text=np.vectorize(lambda v: f"{v:.2g}")(z) if z.size <= 400 else None,
             texttemplate="%{text}" if z.size <= 400 else None,
-            hovertemplate=f"%{{y}}%{{x}}<br>{metric_name} %{{z:.4g}}<extra></extra>",
+            hovertemplate=f"%{{y}}%{{x}}<br>{hover}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="head")

@@ -78,7 +78,7 @@ def token_predictions(model: Any, tokens: Any, top_k: int = 5) -> list[PositionP
 def predictions_table(predictions: Sequence[PositionPrediction], title: str | None = None) -> Any:
     """A table: position, token, the next token with its rank and probability, and the top-k predictions."""
     k = max((len(p.top) for p in predictions), default=0)
-    columns = ["pos", "token", "next", "rank", "p(next)", *(f"top {i + 1}" for i in range(k))]
+    columns = ["pos", "token", "next", "rank (0 = top)", "p(next)", *(f"top {i + 1}" for i in range(k))]
     cells = [
         [p.position for p in predictions],
         [repr(p.token) for p in predictions],
@@ -125,7 +125,7 @@ class PromptTest:
 
     def figure(self, title: str | None = None) -> Any:
         """The top-k tokens at each answer position as a table, the answer highlighted."""
-        columns, cells, fills = ["rank"], [list(range(max(len(t) for t in self.top)))], []
+        columns, cells, fills = ["rank (0 = top)"], [list(range(max(len(t) for t in self.top)))], []
         for i, answer in enumerate(self.answer_tokens):
             columns.append(f"predicting {answer!r} (rank {self.ranks[i]}, p={self.probs[i]:.3f})")
             cells.append([f"{w!r}  logit {lg:.2f}  p {p:.3f}" for w, lg, p in self.top[i]])
@@ -147,10 +147,12 @@ def test_prompt(
     top_k: int = 10,
     prepend_bos: bool | None = None,
     print_details: bool = True,
-) -> PromptTest:
-    """TransformerLens's `utils.test_prompt`: run prompt + answer and report, for each answer token, its
+    return_result: bool = False,
+) -> PromptTest | None:
+    """TransformerLens's `utils.test_prompt`: run prompt + answer and print, for each answer token, its
     rank, logit and probability and the top-k tokens where it is predicted. Text needs a tokenizer;
-    a toy model takes token ids for the prompt and the answer."""
+    a toy model takes token ids for the prompt and the answer. Returns None, as TransformerLens does,
+    unless `return_result=True` (then the `PromptTest`, with `.figure()`)."""
     if isinstance(prompt, str):
         prompt_ids = model.to_tokens(prompt, prepend_bos=prepend_bos)[0].cpu()
     else:
@@ -187,7 +189,7 @@ def test_prompt(
     )
     if print_details:
         print(result.text())
-    return result
+    return result if return_result else None
 
 
 test_prompt.__test__ = False  # a library function named test_*: not a pytest test when imported into one

@@ -98,10 +98,13 @@ def _heatmap(ax: Any, trace: Any, layout: Any, reversed_y: bool) -> Any:
     )
     n_rows, n_cols = z.shape
     font = 7 if max(n_rows, n_cols) > 16 else 9
-    if n_cols <= 64:
-        ax.set_xticks(range(n_cols), _labels(trace.x, n_cols), rotation=90 if n_cols > 8 else 0, fontsize=font)
-    if n_rows <= 64:
-        ax.set_yticks(range(n_rows), _labels(trace.y, n_rows), fontsize=font)
+    # every label that fits the axis, else every k-th one (a static picture has no hover to name the rest)
+    line_px = font * 1.5 * ax.figure.dpi / 72
+    fit_x, fit_y = (max(4, int(extent / line_px)) for extent in (ax.bbox.width, ax.bbox.height))
+    xs, ys = range(0, n_cols, -(-n_cols // fit_x)), range(0, n_rows, -(-n_rows // fit_y))
+    x_labels, y_labels = _labels(trace.x, n_cols), _labels(trace.y, n_rows)
+    ax.set_xticks(list(xs), [x_labels[i] for i in xs], rotation=90 if n_cols > 8 else 0, fontsize=font)
+    ax.set_yticks(list(ys), [y_labels[i] for i in ys], fontsize=font)
     if trace.text is not None and trace.texttemplate:
         text = np.asarray(trace.text, dtype=object)
         for (r, c), value in np.ndenumerate(text):

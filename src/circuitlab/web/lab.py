@@ -16,6 +16,7 @@ import torch
 from ..analysis import head_census, logit_diff, patch_activation, patch_resid_pre
 from ..model import HookedTransformer
 from ..tasks import Task
+from ..viz import DIVERGING, SEQUENTIAL
 
 MAX_TOP_K = 50
 
@@ -158,7 +159,7 @@ class Lab:
     @torch.no_grad()
     def predictions(self, prompt: str, top_k: int = 5) -> dict[str, Any]:
         """Per position: the top-k next-token predictions, and the rank and probability of the token that
-        actually comes next (rank 1 = the top prediction)."""
+        actually comes next (rank 0 = the top prediction, as in TransformerLens and every circuitlab view)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InputError(f"top_k={top_k} is invalid: expected 1 to {MAX_TOP_K}")
         tokens = self.tokenize(prompt)
@@ -167,7 +168,7 @@ class Lab:
         top = log_probs.topk(min(top_k, logits.shape[-1]), dim=-1)  # [pos, k]
         nxt = tokens[1:]  # [pos - 1]: the token each position should predict
         nxt_logit = logits[:-1].gather(-1, nxt[:, None])  # [pos - 1, 1]
-        rank = (logits[:-1] > nxt_logit).sum(-1) + 1  # [pos - 1]
+        rank = (logits[:-1] > nxt_logit).sum(-1)  # [pos - 1]: tokens scored above it
         nxt_logp = log_probs[:-1].gather(-1, nxt[:, None])[:, 0]
         top_text = self.str_tokens(top.indices)
         text = self.str_tokens(tokens)
@@ -208,7 +209,8 @@ class Lab:
         name = f"blocks.{layer}.attn.hook_pattern"
         _, cache = self.model.run_with_cache(tokens[None].to(self.model.device), names_filter=[name])
         pattern = cache[name][0, head].float().cpu()  # [query, key]
-        return {"tokens": self.str_tokens(tokens), "layer": layer, "head": head, "pattern": _round(pattern, 4)}
+        words, scale = self.str_tokens(tokens), SEQUENTIAL  # the figures' own scale: white at 0
+        return {"tokens": words, "layer": layer, "head": head, "pattern": _round(pattern, 4), "colorscale": scale}
 
     def census(self) -> dict[str, Any]:
         """`head_census` of the model (on its training task when known), computed once."""
@@ -278,4 +280,5 @@ class Lab:
             "direction": direction,
             "values": _round(values, 4),
             "normalized": normalized,
+            "colorscale": DIVERGING,  # the figures' own scale: white at 0, blue = the clean behaviour
         }

@@ -1,5 +1,5 @@
 """What `circuitlab serve MODEL_OR_RUN` serves: a run directory, a saved model, a Hugging Face folder, or a
-preset trained in memory (the default: `induction`, a few seconds on a CPU)."""
+preset trained in memory (the default: `induction`, 600 steps in 10 s on one thread here, measured)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,11 @@ function showToken(text) {
   return text.replace(/ /g, "\u2423").replace(/\n/g, "\\n").replace(/\t/g, "\\t");
 }
 
+// "pos:token", as in every circuitlab figure.
+function posLabel(i, token) {
+  return `${i}:${showToken(token)}`;
+}
+
 async function api(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -69,7 +74,7 @@ async function loadInfo() {
 
 function renderPredictions(data) {
   const head = el("tr", {}, el("th", {}, "pos"), el("th", {}, "token"), el("th", {}, "top predictions"),
-    el("th", {}, "next token"), el("th", {}, "rank"), el("th", {}, "p(next)"));
+    el("th", {}, "next token"), el("th", {}, "rank (0 = top)"), el("th", {}, "p(next)"));
   const rows = data.positions.map((p, i) => {
     const preds = el("td", {});
     for (const t of p.top) {
@@ -77,7 +82,7 @@ function renderPredictions(data) {
         el("span", { class: "prob" }, t.prob.toFixed(3))));
     }
     const next = p.next;
-    const rankClass = !next ? "" : next.rank === 1 ? "rank1" : next.rank > 10 ? "rankfar" : "";
+    const rankClass = !next ? "" : next.rank === 0 ? "rank1" : next.rank >= 10 ? "rankfar" : "";
     return el("tr", {}, el("td", {}, i), el("td", {}, el("span", { class: "tok" }, showToken(p.token))), preds,
       el("td", {}, next ? el("span", { class: "tok" }, showToken(next.token)) : "–"),
       el("td", { class: rankClass }, next ? next.rank : "–"), el("td", {}, next ? next.prob.toFixed(3) : "–"));
@@ -91,14 +96,15 @@ function renderPredictions(data) {
 function tokenAxis(tokens, title) {
   return {
     title: { text: title }, tickmode: "array", tickvals: tokens.map((_, i) => i),
-    ticktext: tokens.map((t, i) => `${showToken(t)} ${i}`), automargin: true, tickfont: { size: 10 },
+    ticktext: tokens.map((t, i) => posLabel(i, t)), automargin: true, tickfont: { size: tokens.length > 32 ? 8 : 10 },
   };
 }
 
 function renderAttention(data) {
   const trace = {
-    type: "heatmap", z: data.pattern, colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
-    hovertemplate: "query %{y} ← key %{x}: %{z:.3f}<extra></extra>",
+    type: "heatmap", z: data.pattern, colorscale: data.colorscale, zmin: 0, zmax: 1,
+    customdata: data.pattern.map((row, q) => row.map((_, k) => [posLabel(q, data.tokens[q]), posLabel(k, data.tokens[k])])),
+    hovertemplate: "query (pos:token) %{customdata[0]}<br>key (pos:token) %{customdata[1]}<br>attention %{z:.3f}<extra></extra>",
   };
   const layout = {
     title: { text: `L${data.layer}H${data.head} attention` },
@@ -148,9 +154,12 @@ async function runCensus() {
 function renderPatching(data) {
   const normalized = data.normalized !== null;
   const z = normalized ? data.normalized : data.values;
+  // The same convention as every circuitlab figure: 0 (no effect) white, 1 (the clean behaviour) blue, a
+  // symmetric range, and the server's own colour stops (plotly.js's "RdBu" runs the other way).
+  const bound = Math.max(normalized ? 1 : 0, ...z.flat().map(Math.abs)) || 1;
   const trace = {
-    type: "heatmap", z, y: data.rows, colorscale: "RdBu", zmid: normalized ? 0.5 : 0,
-    colorbar: { title: { text: normalized ? "normalised" : "logit diff" } },
+    type: "heatmap", z, y: data.rows, colorscale: data.colorscale, zmid: 0, zmin: -bound, zmax: bound,
+    colorbar: { title: { text: normalized ? "normalised (1 = clean)" : "logit diff" } },
     customdata: data.values, hovertemplate: "%{y}, position %{x}: %{z:.3f} (logit diff %{customdata:.3f})<extra></extra>",
   };
   const layout = {
