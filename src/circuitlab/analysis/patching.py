@@ -35,7 +35,9 @@ Direction = Literal["denoise", "noise"]
 RESID_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 HEAD_ACTS = ("z", "result", "q", "k", "v")
 PATTERN_ACTS = ("pattern",)
-_ELEMENT_BUDGET = 2**25  # activations held per chunk, roughly: bounds memory (~128 MiB in float32)
+# Activations held per chunk, roughly (~48 MiB in float32). It bounds memory, and bigger chunks are slower: on a
+# GPT-2-small head sweep (8 x 20 tokens) 37 variants per chunk took 8.8 s, 12 variants 6.2 s, 4 variants 6.7 s.
+_ELEMENT_BUDGET = 12 * 2**20
 
 
 # ---- shared plumbing -----------------------------------------------------------------------------
