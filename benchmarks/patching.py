@@ -18,12 +18,12 @@ Run: `PYTHONPATH=src .venv/bin/python benchmarks/patching.py [--threads 2] [--na
 A fraction f < 1 times that loop on a random f of the cells and extrapolates its time; differences are then
 over those cells.
 
-Measured (2 shared CPU cores, load average ~2.5 besides this run, `--threads 2 --naive-fraction 0.25
---tl-fraction 0.25 --tl-python /work/venv-tl/bin/python`, 2026-12-02): resid_pre ours 5.07 s, naive 77.2 s,
-TL 45.3 s; head outputs ours 8.39 s, naive 23.5 s, TL 26.6 s; both: TL / ours 5.34x, max |difference| 7.4e-07;
-FLOP floor / naive 0.159 (resid_pre 0.100, heads 0.257), ours / naive 0.134 (0.84x the floor's share; heads
-alone 1.39x). Attribution patching 0.59 s / 0.54 s, correlation 0.948 / 0.992. The naive and TL times moved
-by up to 3x between runs on the busy machine (one naive forward: 0.15 s quiet).
+Measured (2 shared CPU cores, load average ~1.8 besides this run, `--threads 2 --naive-fraction 0.25
+--tl-fraction 0.25 --tl-python /work/venv-tl/bin/python`, 2026-12-02): resid_pre ours 4.95 s, naive 39.8 s,
+TL 47.9 s (9.7x); head outputs ours 6.02 s, naive 24.2 s, TL 27.4 s (4.6x); both: TL / ours 6.86x, max
+|difference| 7.4e-07; FLOP floor / naive 0.159 (resid_pre 0.100, heads 0.257), ours / naive 0.171: 1.08x the
+floor's share (resid_pre 1.25x, heads 0.97x). Attribution patching 0.63 s / 0.58 s, correlation with the exact
+sweep 0.948 / 0.992. The naive and TL times moved by up to 2x between runs on the busy machine.
 """
 
 from __future__ import annotations
