@@ -35,7 +35,7 @@ $(CORPUS): $(STAMP)
 
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
 # report.html. A study whose claim FAILs does not stop the others; a crash does.
-STUDIES := induction-needs-two-layers induction-circuit no-causal-mask no-positional-embedding \
+STUDIES := induction-needs-two-layers induction-circuit induction-circuit-discovery no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state
 studies: $(STAMP) $(CORPUS)

@@ -148,5 +148,116 @@ def test_housekeeping(tokens: torch.Tensor) -> None:
     _, big = model.run_with_cache(tokens)
     with pytest.raises(ValueError, match="batch size 1"):
         big.remove_batch_dim()
+    with pytest.raises(AssertionError):  # TransformerLens code expects its AssertionError
+        big.remove_batch_dim()
     stacked = big.stack_activation("pattern")
     assert stacked.shape == (2, 3, 4, 11, 11)
+
+
+def test_neuron_results_and_full_decomposition_sum_to_the_stream(tokens: torch.Tensor) -> None:
+    model = small_model(n_layers=2, dtype=torch.float64)
+    _, cache = model.run_with_cache(tokens)
+    neurons = cache.get_neuron_results(1)  # [batch, pos, neuron, d_model]
+    assert neurons.shape == (3, 11, 128, 32)
+    torch.testing.assert_close(neurons.sum(-2) + model.b_out[1], cache["mlp_out", 1])
+    some = cache.get_neuron_results(0, neuron_slice=[3, 5], pos_slice=-1)  # [batch, 2, d_model]
+    torch.testing.assert_close(some, cache["post", 0][:, -1, [3, 5], None] * model.W_out[0, [3, 5]])
+    stack, labels = cache.stack_neuron_results(2, neuron_slice=(0, 4), return_labels=True, incl_remainder=True)
+    assert labels[:5] == ["L0N0", "L0N1", "L0N2", "L0N3", "L1N0"] and labels[-1] == "remainder"
+    assert stack.shape == (9, 3, 11, 32)
+    torch.testing.assert_close(stack.sum(0), cache["resid_post", 1])
+    assert cache.stack_neuron_results(1, neuron_slice=7, return_labels=True)[1] == ["L0N7"]
+    for stack in (cache.stack_neuron_results(0, incl_remainder=True), cache.stack_head_results(0, incl_remainder=True)):
+        torch.testing.assert_close(stack[0], cache["resid_pre", 0])  # TL 2.18 wraps to the last layer here
+
+    full, labels = cache.get_full_resid_decomposition(return_labels=True)
+    assert labels[:2] == ["L0H0", "L0H1"] and labels[-3:] == ["embed", "pos_embed", "bias"]
+    assert len(labels) == full.shape[0] == 2 * 4 + 2 * 128 + 3
+    torch.testing.assert_close(full.sum(0), cache["resid_post", 1])
+    mid = cache.get_full_resid_decomposition(layer=1, mlp_input=True, pos_slice=[0, 4])
+    torch.testing.assert_close(mid.sum(0), cache["resid_mid", 1][:, [0, 4]])
+    whole, labels = cache.get_full_resid_decomposition(expand_neurons=False, return_labels=True)
+    assert "0_mlp_out" in labels and "L0N0" not in labels
+    torch.testing.assert_close(whole.sum(0), cache["resid_post", 1])
+    attn_only = small_model(n_layers=2, attn_only=True)
+    _, cache = attn_only.run_with_cache(tokens)
+    torch.testing.assert_close(cache.get_full_resid_decomposition(1).sum(0), cache["resid_pre", 1], atol=1e-5, rtol=0)
+
+
+def test_accumulated_bias() -> None:
+    model = small_model(n_layers=3)
+    b_O, b_out = model.b_O.detach(), model.b_out.detach()
+    torch.testing.assert_close(model.accumulated_bias(0), torch.zeros(32))
+    torch.testing.assert_close(model.accumulated_bias(2), b_O[:2].sum(0) + b_out[:2].sum(0))
+    torch.testing.assert_close(model.accumulated_bias(1, mlp_input=True), b_O[:2].sum(0) + b_out[0])
+    torch.testing.assert_close(model.accumulated_bias(3, include_mlp_biases=False), b_O.sum(0))
+    with pytest.raises(AssertionError, match="beyond the final layer"):
+        model.accumulated_bias(3, mlp_input=True)
+
+
+def test_pos_slice_forms_and_batch_slicing(tokens: torch.Tensor) -> None:
+    from circuitlab.utils import Slice
+
+    model = small_model(n_layers=2)
+    _, cache = model.run_with_cache(tokens)
+    resid = cache["resid_pre", 1]
+    for pos_slice, expected in [
+        (-1, resid[:, -1]),
+        ([0, 3], resid[:, [0, 3]]),
+        (slice(2, 6), resid[:, 2:6]),
+        ((2, 6), resid[:, 2:6]),
+        (Slice((1, 9, 2)), resid[:, 1:9:2]),
+        (torch.tensor([5]), resid[:, [5]]),
+    ]:
+        torch.testing.assert_close(cache.accumulated_resid(layer=1, pos_slice=pos_slice)[1], expected)
+        heads = cache.stack_head_results(incl_remainder=True, pos_slice=pos_slice)
+        torch.testing.assert_close(heads.sum(0), Slice(pos_slice).apply(cache["resid_post", 1], -2), atol=1e-5, rtol=0)
+    one = cache.apply_slice_to_batch_dim(1)
+    assert not one.has_batch_dim and one["resid_pre", 0].shape == (11, 32)
+    torch.testing.assert_close(one.stack_head_results(incl_remainder=True).sum(0), cache["resid_post", 1][1])
+    two = cache.apply_slice_to_batch_dim([0, 2])
+    assert two.has_batch_dim and torch.equal(two["pattern", 0], cache["pattern", 0][[0, 2]])
+    with pytest.raises(AssertionError, match="without a batch dimension"):
+        one.apply_slice_to_batch_dim(0)
+
+
+def test_apply_ln_recompute_is_the_logit_lens(tokens: torch.Tensor) -> None:
+    """TL 2.18: accumulated_resid(apply_ln=True) runs the final norm on each partial stream itself."""
+    model = small_model(n_layers=2)  # LN with random weights
+    _, cache = model.run_with_cache(tokens)
+    acc = cache.accumulated_resid(apply_ln=True)
+    torch.testing.assert_close(acc[1], model.ln_final(cache["resid_pre", 1]))
+    parts = cache.decompose_resid()
+    cached = cache.apply_ln_to_stack(parts)  # linear: the run's own scale, no weight
+    centred = parts - parts.mean(-1, keepdim=True)
+    torch.testing.assert_close(cached, centred / cache["ln_final.hook_scale"])
+    torch.testing.assert_close(cache.apply_ln_to_stack(parts, recompute_ln=True), model.ln_final(parts))
+    earlier = cache.accumulated_resid(layer=1, apply_ln=True)  # before layer 1: ln1's cached scale
+    torch.testing.assert_close(
+        earlier[0], (lambda x: (x - x.mean(-1, keepdim=True)) / cache["scale", 1, "ln1"])(cache["resid_pre", 0])
+    )
+
+
+def test_toggle_autodiff_and_move_model(tokens: torch.Tensor) -> None:
+    model = small_model()
+    _, cache = model.run_with_cache(tokens)
+    try:
+        cache.toggle_autodiff(False)
+        assert not torch.is_grad_enabled()
+        cache.toggle_autodiff(True)
+        assert torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)
+    assert cache.to("cpu", move_model=True) is cache
+
+
+@pytest.mark.parametrize("name", ["gated_mlp_rms_silu", "parallel_attn_mlp", "rotary", "gqa", "solu_ln", "llama_like"])
+def test_full_decomposition_sums_for_every_block_kind(name: str, tokens: torch.Tensor) -> None:
+    from .conftest import CONFIGS
+
+    model = small_model(dtype=torch.float64, **CONFIGS[name])
+    _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache.get_full_resid_decomposition().sum(0), cache["resid_post", 1])
+    if not model.cfg.parallel_attn_mlp:  # parallel blocks have no resid_mid
+        mid = cache.get_full_resid_decomposition(1, mlp_input=True, expand_neurons=False)
+        torch.testing.assert_close(mid.sum(0), cache["resid_mid", 1])

@@ -63,7 +63,21 @@ def test_indexing(fm: FactoredMatrix) -> None:
     torch.testing.assert_close(fm[1, 2, 3:6].AB, M[1, 2, 3:6])
     torch.testing.assert_close(fm[1, 2, 3, 4].AB, M[1, 2, 3:4, 4:5])  # ints keep the matrix 2-D
     torch.testing.assert_close(fm[0, 0, :, 2:5].AB, M[0, 0, :, 2:5])
-    torch.testing.assert_close(fm.get_corner(3), M[..., :3, :3])
+    torch.testing.assert_close(fm.get_corner(3), M[:3, :3, :3, :3])  # every dim, as TL's utils.get_corner
+    torch.testing.assert_close(fm[1, 2, -1].AB, M[1, 2, -1:])  # TL 2.18 returns an empty matrix here
+    with pytest.raises(ValueError, match="too long an index"):
+        fm[0, 0, 1, 2, 3]
+    # `...` fills the dims not given; None adds a leading dim (newer TransformerLens's indexing)
+    torch.testing.assert_close(fm[..., 1].AB, M[..., 1:2])
+    torch.testing.assert_close(fm[..., -1, :].AB, M[..., -1:, :])
+    torch.testing.assert_close(fm[1, ..., 2:5, 3].AB, M[1, :, 2:5, 3:4])
+    torch.testing.assert_close(fm[None, ..., 2:5, :].AB, M[None, ..., 2:5, :])
+    torch.testing.assert_close(fm[torch.tensor([1, 0]), ..., 1].AB, M[torch.tensor([1, 0]), ..., 1:2])
+    assert fm[..., 1].mdim == fm.mdim and fm.V is fm.Vh  # newer TL's name for the right singular vectors
+    with pytest.raises(IndexError):
+        fm[..., ...]
+    with pytest.raises(ValueError, match="too long an index"):
+        fm[..., 0, 0, 0, 0, 0]
     torch.testing.assert_close(fm.unsqueeze(0).AB, M[None])
 
 
@@ -79,3 +93,37 @@ def test_vocab_sized_circuit_is_never_materialised() -> None:
     assert fm.get_corner(2).shape == (2, 2)
     torch.testing.assert_close(fm.get_corner(5), small.AB[:5, :5])
     assert fm.eigenvalues.shape == (r,)
+
+
+def test_bad_shapes_raise_an_assertion_error_too(fm: FactoredMatrix) -> None:
+    """TL code catches AssertionError here; ours is also a ValueError (one class, both bases)."""
+    from circuitlab.model.errors import ShapeError
+
+    assert issubclass(ShapeError, ValueError) and issubclass(ShapeError, AssertionError)
+    rect = FactoredMatrix(_random(10, 4), _random(4, 6, seed=1))
+    for bad in (
+        lambda: FactoredMatrix(_random(3, 4), _random(5, 3)),
+        lambda: fm @ _random(7, 2),
+        lambda: _random(2, 7) @ fm,
+        lambda: _random(7) @ fm,
+        lambda: rect.BA,
+        lambda: rect.eigenvalues,
+        lambda: fm * _random(2),
+    ):
+        with pytest.raises(AssertionError):
+            bad()
+        with pytest.raises(ValueError):
+            bad()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_spectra_upcast_to_float32(dtype: torch.dtype) -> None:
+    A, B = _random(6, 3), _random(3, 6, seed=1)
+    half = FactoredMatrix(A.to(dtype), B.to(dtype))
+    ref = FactoredMatrix(A.to(dtype).float(), B.to(dtype).float())
+    assert half.eigenvalues.dtype == torch.complex64
+    expected = torch.linalg.eigvals((half.B @ half.A).float())  # TL: BA in 16 bits, then eig in float32
+    torch.testing.assert_close(half.eigenvalues.abs().sort().values, expected.abs().sort().values)
+    assert half.S.dtype == torch.float32
+    torch.testing.assert_close(half.S, ref.S)
+    torch.testing.assert_close(half.norm(), ref.norm())

@@ -153,3 +153,29 @@ def test_probes_refuse_contexts_too_short_for_head_roles() -> None:
         assert len(rows) >= 2
         assert (earlier[rows, cols] < cols).all()
         assert torch.equal(probes.shifted[rows, cols], probes.shifted[rows, earlier[rows, cols]])
+
+
+def test_probes_start_with_the_models_bos_and_keep_to_the_token_range() -> None:
+    from types import SimpleNamespace
+
+    from circuitlab.analysis import make_probes
+    from circuitlab.analysis.heads import model_bos_id
+
+    probes = make_probes(d_vocab=50, n_ctx=16, batch=8, bos=1, token_range=(10, 40))
+    for batch in (probes.random, probes.repeat, probes.repeat_control, probes.shifted, probes.shifted_control):
+        assert (batch[:, 0] == 1).all()
+        assert ((batch[:, 1:] >= 10) & (batch[:, 1:] < 40)).all()
+    no_bos = make_probes(d_vocab=5, n_ctx=16, batch=8, bos=1)  # a small vocabulary: BOS never drawn as a token
+    assert (no_bos.random[:, 1:] != 1).all() and (no_bos.random[:, 0] == 1).all()
+    with pytest.raises(ValueError, match="token_range"):
+        make_probes(d_vocab=50, n_ctx=16, token_range=(40, 60))
+    model = hand_built_induction_model()
+    assert model_bos_id(model) == 0  # nothing says otherwise
+    model.cfg.extra["bos_token_id"] = 3  # a pretrained config's
+    assert model_bos_id(model) == 3
+    model.tokenizer = SimpleNamespace(bos_token_id=5)  # a tokenizer's wins
+    assert model_bos_id(model) == 5
+    model.tokenizer = None
+    scores = head_scores(model, batch=4, token_range=(4, V))
+    expected = head_scores(model, probes=make_probes(V, N_CTX, batch=4, bos=3, token_range=(4, V)))
+    torch.testing.assert_close(scores.scores["first_token"], expected.scores["first_token"])

@@ -12,6 +12,7 @@ from circuitlab import HookedTransformer
 from circuitlab.numpy_ref import export_npz, forward, load_npz
 
 from .loading_helpers import CASES, save_hf, tokens
+from .shared_models import shared_model
 
 ATOL = 1e-4
 
@@ -116,3 +117,39 @@ def test_gpt2_small_sized_model_equals_transformers(tmp_path: Path) -> None:
     del plain, cache
     processed = HookedTransformer.from_pretrained(tmp_path)
     torch.testing.assert_close(processed(toks).log_softmax(-1), out.logits.log_softmax(-1), atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def llama2c() -> Path:
+    """Real trained Llama weights (260K parameters, BOS id 1, no tokenizer; see its NOTICE.md)."""
+    return shared_model("llama2c-260k-rvspoc")
+
+
+def test_real_llama_log_probs_equal_transformers_at_64_tokens(llama2c: Path) -> None:
+    import transformers
+
+    model = HookedTransformer.from_pretrained(llama2c)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(llama2c, attn_implementation="eager")
+    ids = torch.randint(3, 512, (2, 64), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = 1  # its BOS
+    with torch.no_grad():
+        expected = hf(ids).logits.log_softmax(-1)
+    torch.testing.assert_close(model(ids).log_softmax(-1), expected, atol=ATOL, rtol=0)
+    raw = HookedTransformer.from_pretrained_no_processing(llama2c)
+    torch.testing.assert_close(raw(ids).log_softmax(-1), expected, atol=ATOL, rtol=0)
+
+
+def test_real_llama_head_census_uses_its_bos_id_1(llama2c: Path, tmp_path: Path) -> None:
+    from circuitlab.analysis import head_census, head_scores, make_probes
+    from circuitlab.analysis.heads import model_bos_id
+
+    model = HookedTransformer.from_pretrained(llama2c)
+    assert model.tokenizer is None and model_bos_id(model) == 1  # read from its config.json
+    assert model_bos_id(HookedTransformer.load(model.save(tmp_path / "saved"))) == 1  # and kept by save / load
+    census = head_census(model, batch=4, length=32, ablate=False)
+    with_1 = head_scores(model, probes=make_probes(512, 512, batch=4, length=32, bos=1))
+    with_0 = head_scores(model, probes=make_probes(512, 512, batch=4, length=32, bos=0))
+    first = torch.tensor([[r.scores["first_token"] for r in census.rows]]).reshape(5, 8)
+    torch.testing.assert_close(first, with_1.scores["first_token"], atol=1e-4, rtol=0)
+    assert not torch.allclose(with_1.scores["first_token"], with_0.scores["first_token"], atol=1e-3)
+    assert len(census.rows) == 40 and any(r.roles for r in census.rows)  # trained heads: some roles pass

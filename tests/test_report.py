@@ -18,6 +18,7 @@ SECTIONS = (
     "Head census",
     "Attention on a sample",
     "Circuits",
+    "Circuit discovery",
     "Training curves",
     "Role trajectories over training",
 )
@@ -48,10 +49,12 @@ def test_report_command_writes_a_self_contained_file(trained_induction, tmp_path
     config = html.index("<details><summary>Configuration")
     assert config > where[-1] and "&quot;task&quot;" in html[config:]
     assert "could not be built" not in html
+    assert "reaching 0.9 faithfulness" in html and "Against the agreed circuit" in html
     assert re.search(r"<td>L1H\d</td><td>induction[^<]*</td><td>[0-9.]+</td><td>induction 0\.\d\d vs", html)
     n_figures = html.count('class="plotly-graph-div"')
-    # curves 2, census 1, sample 3, circuits 3 + full OV + positional QK, one trajectory per role score
-    assert n_figures == 2 + 1 + 3 + 5 + len(ROLE_SCORES)
+    # curves 2, census 1, sample 3, circuits 3 + full OV + positional QK, discovered circuit 1, one trajectory
+    # per role score
+    assert n_figures == 2 + 1 + 3 + 5 + 1 + len(ROLE_SCORES)
     assert not (result.run_dir / "report.html").exists()  # --out respected
 
 

@@ -8,7 +8,10 @@ use, so `import circuitlab.numpy_ref` works without loading torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -28,6 +31,7 @@ _EXPORTS = {
     "HookedTransformer": "circuitlab.model",
     "HookedTransformerConfig": "circuitlab.model",
     "HookedTransformerKeyValueCache": "circuitlab.model",
+    "ShapeError": "circuitlab.model",
     "get_act_name": "circuitlab.model",
 }
 
@@ -37,8 +41,24 @@ __all__ = [*_EXPORTS, "__version__"]
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # `circuitlab.utils` without importing it first
     raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps `circuitlab.FactoredMatrix` (and the other class names) the class after the alias module of
+    the same name is imported (`from circuitlab.FactoredMatrix import FactoredMatrix`, TransformerLens's
+    path), which would otherwise bind the attribute to the module, as TransformerLens's own package does."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

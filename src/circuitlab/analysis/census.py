@@ -23,7 +23,7 @@ from ..model import HookedTransformer
 from ..table import Table
 from ..tasks import Task, masked_loss
 from .ablation import head_ablation_effects
-from .heads import HeadScores, head_scores
+from .heads import Bos, HeadScores, _resolve_bos, head_scores, make_probes
 
 # role: (score, minimum value, minimum margin over the baseline). Decided before looking at results.
 THRESHOLDS: dict[str, tuple[str, float, float]] = {
@@ -138,11 +138,18 @@ def head_census(
     scores: HeadScores | None = None,
     batch: int = 32,
     seed: int = 0,
-    bos: int | None = 0,
+    bos: Bos = "model",
     ablate: bool = True,
+    token_range: tuple[int, int] | None = None,
+    length: int | None = None,
 ) -> HeadCensus:
-    """Score every head, name its roles, and mean-ablate it on `task` (default: repeated tokens)."""
-    scores = scores or head_scores(model, batch=batch, seed=seed, bos=bos)
+    """Score every head, name its roles, and mean-ablate it on `task` (default: repeated tokens).
+
+    `bos`, `token_range` and `length` shape the probe sequences as in `head_scores` (default: the
+    model's BOS id, the whole vocabulary, n_ctx tokens).
+    """
+    bos = _resolve_bos(model, bos)
+    scores = scores or head_scores(model, batch=batch, seed=seed, bos=bos, token_range=token_range, length=length)
     passed = {role: _passes(scores, rule) for role, rule in THRESHOLDS.items()}
     passed["induction"] = _passes(scores, INDUCTION) & passed["copying"]
 
@@ -155,9 +162,15 @@ def head_census(
             def loss_fn(logits: torch.Tensor) -> torch.Tensor:
                 return masked_loss(logits, data)
         else:
-            from .heads import make_probes
-
-            probes = make_probes(model.cfg.d_vocab, model.cfg.n_ctx, batch=batch, bos=bos, seed=seed + 1)
+            probes = make_probes(
+                model.cfg.d_vocab,
+                model.cfg.n_ctx,
+                batch=batch,
+                length=length,
+                bos=bos,
+                seed=seed + 1,
+                token_range=token_range,
+            )
             tokens = probes.repeat.to(model.device)
             loss_fn = repeated_loss_fn(tokens, probes.half)
         clean = float(loss_fn(model(tokens)))

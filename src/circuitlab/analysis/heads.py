@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +29,21 @@ from ..table import Table
 ATTENTION_SCORES = ("previous_token", "current_token", "first_token", "duplicate_token", "prefix_matching", "induction")
 COPY_SCORES = ("copying_eigen", "copying_top1")
 ALL_SCORES = ATTENTION_SCORES + COPY_SCORES
+Bos = int | None | Literal["model"]  # a BOS id, None for no BOS, or "model": the model's own (see model_bos_id)
+
+
+def model_bos_id(model: Any, default: int | None = 0) -> int | None:
+    """The model's BOS token id: its tokenizer's, else the one its pretrained config named
+    (`cfg.extra["bos_token_id"]`, e.g. 1 for Llama-family models), else `default`."""
+    tokenizer = getattr(model, "tokenizer", None)
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if bos is None:
+        bos = model.cfg.extra.get("bos_token_id")
+    return default if bos is None else int(bos)
+
+
+def _resolve_bos(model: Any, bos: Bos) -> int | None:
+    return model_bos_id(model) if bos == "model" else bos
 
 
 @dataclass
@@ -93,12 +108,29 @@ class Probes:
 
 
 def make_probes(
-    d_vocab: int, n_ctx: int, batch: int = 32, length: int | None = None, bos: int | None = 0, seed: int = 0
+    d_vocab: int,
+    n_ctx: int,
+    batch: int = 32,
+    length: int | None = None,
+    bos: int | None = 0,
+    seed: int = 0,
+    token_range: tuple[int, int] | None = None,
 ) -> Probes:
-    """Probe batches over tokens [1, d_vocab) (0 reserved for BOS unless `bos` is None)."""
+    """Probe batches of BOS (unless `bos` is None) then random tokens from `token_range` = [low, high)
+    (default: the whole vocabulary), never the BOS id itself; a range lets byte-fallback or special
+    tokens be left out."""
     gen = torch.Generator().manual_seed(seed)
     length = min(length or n_ctx, n_ctx)
-    low = 0 if bos is None else 1
+    low, high = token_range if token_range is not None else (0, d_vocab)
+    if not 0 <= low < high <= d_vocab:
+        raise ValueError(f"token_range=({low}, {high}) is invalid: expected 0 <= low < high <= d_vocab={d_vocab}")
+    if bos is not None and not 0 <= bos < d_vocab:
+        raise ValueError(f"bos={bos} is outside the vocabulary (d_vocab={d_vocab}); use None for no BOS")
+    candidates = torch.arange(low, high)
+    candidates = candidates[candidates != bos] if bos is not None else candidates  # [n_candidates]
+    if len(candidates) < 2:
+        raise ValueError(f"token_range=({low}, {high}) leaves {len(candidates)} token(s) besides BOS: need 2 or more")
+    n_cand = len(candidates)
     start = [] if bos is None else [torch.full((batch, 1), bos)]
     n_body = length - len(start)
     if n_body < 6:
@@ -110,9 +142,9 @@ def make_probes(
     half = n_body // 2
 
     def draw(n: int) -> torch.Tensor:  # distinct within a row when the vocabulary allows it
-        if d_vocab - low >= n:
-            return torch.rand(batch, d_vocab - low, generator=gen).argsort(1)[:, :n] + low
-        return torch.randint(low, d_vocab, (batch, n), generator=gen)
+        if n_cand >= n:
+            return candidates[torch.rand(batch, n_cand, generator=gen).argsort(1)[:, :n]]
+        return candidates[torch.randint(0, n_cand, (batch, n), generator=gen)]
 
     body = draw(2 * half)
     x, y = body[:, :half], body[:, half:]
@@ -231,10 +263,23 @@ def copying_baseline(model: HookedTransformer, n_samples: int = 4, seed: int = 0
 # ---- everything ------------------------------------------------------------------------------
 @torch.no_grad()
 def head_scores(
-    model: HookedTransformer, probes: Probes | None = None, batch: int = 32, seed: int = 0, bos: int | None = 0
+    model: HookedTransformer,
+    probes: Probes | None = None,
+    batch: int = 32,
+    seed: int = 0,
+    bos: Bos = "model",
+    token_range: tuple[int, int] | None = None,
+    length: int | None = None,
 ) -> HeadScores:
-    """All scores with baselines, [layer, head] each (see the module docstring)."""
-    probes = probes or make_probes(model.cfg.d_vocab, model.cfg.n_ctx, batch=batch, bos=bos, seed=seed)
+    """All scores with baselines, [layer, head] each (see the module docstring).
+
+    `bos`: the probes' first token; by default the model's BOS id (`model_bos_id`: tokenizer, then
+    pretrained config, else 0); None for no BOS. `token_range`, `length` (default n_ctx): see `make_probes`.
+    """
+    bos = _resolve_bos(model, bos)
+    probes = probes or make_probes(
+        model.cfg.d_vocab, model.cfg.n_ctx, batch=batch, length=length, bos=bos, seed=seed, token_range=token_range
+    )
     result = attention_scores(model, probes)
     copying = copying_scores(model.W_E, model.W_V, model.W_O, model.W_U)
     result.scores.update({k: v.cpu() for k, v in copying.items()})
@@ -243,7 +288,12 @@ def head_scores(
 
 
 def register_head_scores(
-    metrics: dict[str, Callable] | None = None, name: str = "heads", batch: int = 16, seed: int = 0, bos: int | None = 0
+    metrics: dict[str, Callable] | None = None,
+    name: str = "heads",
+    batch: int = 16,
+    seed: int = 0,
+    bos: Bos = "model",
+    token_range: tuple[int, int] | None = None,
 ) -> dict[str, Callable]:
     """Add a metric that records every head score at each evaluation of `train(..., metrics=...)`.
 
@@ -254,7 +304,14 @@ def register_head_scores(
 
     def record(model: HookedTransformer) -> dict[str, float]:
         if "p" not in probes:  # built once, on the model's vocabulary
-            probes["p"] = make_probes(model.cfg.d_vocab, model.cfg.n_ctx, batch=batch, bos=bos, seed=seed)
+            probes["p"] = make_probes(
+                model.cfg.d_vocab,
+                model.cfg.n_ctx,
+                batch=batch,
+                bos=_resolve_bos(model, bos),
+                seed=seed,
+                token_range=token_range,
+            )
         scores = attention_scores(model, probes["p"]).scores
         scores.update(copying_scores(model.W_E, model.W_V, model.W_O, model.W_U))
         return {

@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from . import census as census_cmd
+from . import circuit as circuit_cmd
 from . import exercises as exercises_cmd
 from . import info as info_cmd
 from . import patch as patch_cmd
@@ -26,6 +27,7 @@ COMMANDS = {
     "info": info_cmd,
     "serve": serve_cmd,
     "study": study_cmd,
+    "circuit": circuit_cmd,
     "exercises": exercises_cmd,
 }
 

@@ -22,7 +22,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=32, help="probe sequences per score (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--bos", type=int, help="BOS token id of the probes; -1 for none (default: the tokenizer's BOS, else 0)"
+        "--bos",
+        type=int,
+        help="BOS token id of the probes; -1 for none (default: the model's: tokenizer, then config, else 0)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import head_census
+    from ..analysis.heads import model_bos_id
     from ..runs import load_model_or_run
 
     if args.threads:
@@ -39,12 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch {args.batch} is invalid: expected a positive integer")
     model, run_ = load_model_or_run(args.path)
     task = run_.task() if run_ is not None else None
-    if args.bos is None:
-        tokenizer = model.tokenizer
-        bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
-        bos = 0 if bos is None else bos
-    else:
-        bos = None if args.bos < 0 else args.bos
+    bos = model_bos_id(model) if args.bos is None else (None if args.bos < 0 else args.bos)
     if bos is not None and bos >= model.cfg.d_vocab:
         raise ValueError(f"--bos {bos} is outside the vocabulary (d_vocab={model.cfg.d_vocab}); use -1 for none")
     census = head_census(model, task=task, batch=args.batch, seed=args.seed, bos=bos, ablate=not args.no_ablation)

@@ -183,6 +183,8 @@ def _build(
 
     cfg = arch.make_config(hf_cfg, init_weights=False, model_name=name)  # tokenizer_name set once built
     cfg.original_architecture = (getattr(hf_cfg, "architectures", None) or [arch.name])[0]
+    if isinstance(getattr(hf_cfg, "bos_token_id", None), int):  # the head-score probes start with it
+        cfg.extra["bos_token_id"] = hf_cfg.bos_token_id
     ours = arch.convert(state, cfg, tied=bool(getattr(hf_cfg, "tie_word_embeddings", False)))
     ours = {k: v.to(torch.float32) for k, v in ours.items()}  # process in float32 whatever the stored dtype
     with torch.device("meta"):  # the parameter names and shapes this config has, without memory

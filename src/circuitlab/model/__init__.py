@@ -2,6 +2,7 @@
 
 from .cache import ActivationCache
 from .config import HookedTransformerConfig
+from .errors import ShapeError, TLCheckError
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookNameError, HookPoint
 from .io import CheckpointError
@@ -20,6 +21,8 @@ __all__ = [
     "HookedTransformerConfig",
     "HookedTransformerKeyValueCache",
     "HookedTransformerKeyValueCacheEntry",
+    "ShapeError",
+    "TLCheckError",
     "get_act_name",
     "lm_cross_entropy_loss",
 ]

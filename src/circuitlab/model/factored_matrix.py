@@ -13,13 +13,22 @@ from functools import cached_property
 
 import torch
 
+from .errors import ShapeError
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """16-bit factors go up to float32 for eig / svd (not implemented in 16 bits), as TransformerLens does."""
+    return x.float() if x.dtype in _HALF else x
+
 
 class FactoredMatrix:
     def __init__(self, A: torch.Tensor, B: torch.Tensor) -> None:
         if A.ndim < 2 or B.ndim < 2:
-            raise ValueError(f"FactoredMatrix needs matrices, got A {tuple(A.shape)} and B {tuple(B.shape)}")
+            raise ShapeError(f"FactoredMatrix needs matrices, got A {tuple(A.shape)} and B {tuple(B.shape)}")
         if A.shape[-1] != B.shape[-2]:
-            raise ValueError(
+            raise ShapeError(
                 f"FactoredMatrix: A {tuple(A.shape)} and B {tuple(B.shape)} do not chain (A's last dim must equal "
                 "B's second-to-last)"
             )
@@ -34,23 +43,26 @@ class FactoredMatrix:
     def __matmul__(self, other: torch.Tensor | FactoredMatrix) -> FactoredMatrix | torch.Tensor:
         if isinstance(other, FactoredMatrix):
             return (self @ other.A) @ other.B
+        if other.shape[-2 if other.ndim >= 2 else -1] != self.rdim:
+            raise ShapeError(f"cannot multiply FactoredMatrix {tuple(self.shape)} by {tuple(other.shape)}")
         if other.ndim < 2:  # a vector: the result is a vector
             return (self.A @ (self.B @ other.unsqueeze(-1))).squeeze(-1)
-        if other.shape[-2] != self.rdim:
-            raise ValueError(f"cannot multiply FactoredMatrix {tuple(self.shape)} by {tuple(other.shape)}")
         # Keep the smaller inner dimension as the factorisation's hidden dimension.
         return FactoredMatrix(self.A, self.B @ other) if self.rdim > self.mdim else FactoredMatrix(self.AB, other)
 
     def __rmatmul__(self, other: torch.Tensor) -> FactoredMatrix | torch.Tensor:
+        if other.shape[-1] != self.ldim:
+            raise ShapeError(f"cannot multiply {tuple(other.shape)} by FactoredMatrix {tuple(self.shape)}")
         if other.ndim < 2:
             return ((other.unsqueeze(-2) @ self.A) @ self.B).squeeze(-2)
-        if other.shape[-1] != self.ldim:
-            raise ValueError(f"cannot multiply {tuple(other.shape)} by FactoredMatrix {tuple(self.shape)}")
         return FactoredMatrix(other @ self.A, self.B) if self.ldim > self.mdim else FactoredMatrix(other, self.AB)
 
     def __mul__(self, scalar: float | torch.Tensor) -> FactoredMatrix:
         if isinstance(scalar, torch.Tensor) and scalar.numel() != 1:
-            raise ValueError("FactoredMatrix can only be multiplied element-wise by a scalar")
+            raise ShapeError(
+                f"FactoredMatrix can only be multiplied element-wise by a scalar, got shape {tuple(scalar.shape)} "
+                "(use @ for matrix products)"
+            )
         return FactoredMatrix(self.A * scalar, self.B)
 
     __rmul__ = __mul__
@@ -64,7 +76,7 @@ class FactoredMatrix:
     def BA(self) -> torch.Tensor:
         """The product the other way round [..., mdim, mdim]; same non-zero eigenvalues as AB."""
         if self.ldim != self.rdim:
-            raise ValueError(f"BA needs a square FactoredMatrix, this one is {tuple(self.shape)}")
+            raise ShapeError(f"BA needs a square FactoredMatrix, this one is {tuple(self.shape)}")
         return self.B @ self.A
 
     @property
@@ -74,8 +86,8 @@ class FactoredMatrix:
     # ---- spectra ---------------------------------------------------------------------------------
     @cached_property
     def _svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        Ua, Sa, Vha = torch.linalg.svd(self.A, full_matrices=False)
-        Ub, Sb, Vhb = torch.linalg.svd(self.B, full_matrices=False)
+        Ua, Sa, Vha = torch.linalg.svd(_at_least_float32(self.A), full_matrices=False)
+        Ub, Sb, Vhb = torch.linalg.svd(_at_least_float32(self.B), full_matrices=False)
         middle = Sa[..., :, None] * (Vha @ Ub) * Sb[..., None, :]  # small: [min(l,m), min(m,r)]
         Um, Sm, Vhm = torch.linalg.svd(middle, full_matrices=False)
         U = Ua @ Um  # [..., ldim, k]
@@ -83,7 +95,7 @@ class FactoredMatrix:
         return U, Sm, V
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(U, S, Vh) with U @ diag(S) @ Vh.T == AB, computed from the factors only."""
+        """(U, S, Vh) with U @ diag(S) @ Vh.T == AB, computed from the factors only (float32 for 16-bit factors)."""
         return self._svd
 
     @property
@@ -99,9 +111,15 @@ class FactoredMatrix:
         return self._svd[2]
 
     @property
+    def V(self) -> torch.Tensor:
+        """The right singular vectors as columns [..., rdim, k] (newer TransformerLens's name for `Vh`)."""
+        return self._svd[2]
+
+    @property
     def eigenvalues(self) -> torch.Tensor:
-        """Complex eigenvalues of AB that can be non-zero (those of the mdim x mdim matrix BA)."""
-        return torch.linalg.eigvals(self.BA)
+        """Complex eigenvalues of AB that can be non-zero (those of the mdim x mdim matrix BA); float32 for
+        16-bit factors. A non-square matrix raises `ShapeError` (an AssertionError, as in TransformerLens)."""
+        return torch.linalg.eigvals(_at_least_float32(self.BA))
 
     def norm(self) -> torch.Tensor:
         """Frobenius norm, per leading index."""
@@ -109,22 +127,37 @@ class FactoredMatrix:
 
     # ---- reshaping -------------------------------------------------------------------------------
     def __getitem__(self, idx: int | slice | tuple) -> FactoredMatrix:
-        """Index leading dims like a tensor; one or two extra indices select rows and then columns."""
+        """Index like the tensor AB without building it: leading dims first, then rows, then columns.
+
+        An int row or column keeps its dim (the result stays a matrix); `...` fills the dims not given
+        (so `fm[..., 1]` is column 1); None adds a leading dim.
+        """
         idx = idx if isinstance(idx, tuple) else (idx,)
+        ellipses = [k for k, i in enumerate(idx) if i is Ellipsis]
+        if len(ellipses) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        n_real = sum(i is not None and i is not Ellipsis for i in idx)
+        if n_real > self.ndim:
+            raise ShapeError(f"{idx} is too long an index for a FactoredMatrix with shape {tuple(self.shape)}")
+        if ellipses:
+            k = ellipses[0]
+            idx = (*idx[:k], *(slice(None),) * (self.ndim - n_real), *idx[k + 1 :])
         n_lead = self.ndim - 2
-        n = len([i for i in idx if i is not None])
-        if n <= n_lead:
-            return FactoredMatrix(self.A[idx], self.B[idx])
-        lead = idx[:n_lead]
-        rows = idx[n_lead]
-        if not isinstance(rows, slice | torch.Tensor | list):
-            rows = slice(rows, rows + 1 if rows != -1 else None)  # keep the matrix two-dimensional
-        if n == n_lead + 1:
-            return FactoredMatrix(self.A[(*lead, rows)], self.B[lead])
-        cols = idx[n_lead + 1]
-        if not isinstance(cols, slice | torch.Tensor | list):
-            cols = slice(cols, cols + 1 if cols != -1 else None)
-        return FactoredMatrix(self.A[(*lead, rows)], self.B[(*lead, slice(None), cols)])
+        lead: list = []
+        matrix: list = []  # the row and column indices
+        for i in idx:
+            if i is not None and sum(j is not None for j in lead) >= n_lead:
+                matrix.append(i)
+            elif matrix:
+                raise IndexError("None (a new axis) is only supported among the leading dims of a FactoredMatrix")
+            else:
+                lead.append(i)
+        A, B = self.A[tuple(lead)], self.B[tuple(lead)]
+        if matrix:
+            A = A[..., _keep_dim(matrix[0]), :]
+        if len(matrix) == 2:
+            B = B[..., :, _keep_dim(matrix[1])]
+        return FactoredMatrix(A, B)
 
     @property
     def ndim(self) -> int:
@@ -154,8 +187,17 @@ class FactoredMatrix:
         return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * self.Vh.transpose(-2, -1))
 
     def get_corner(self, k: int = 3) -> torch.Tensor:
-        """The top-left k x k block of AB (for printing), without building the rest."""
-        return self.A[..., :k, :] @ self.B[..., :, :k]
+        """The first k entries of every dimension of AB (leading dims too, as TransformerLens's
+        `utils.get_corner`), without building the rest."""
+        corner = self.A[..., :k, :] @ self.B[..., :, :k]
+        return corner[(slice(k),) * corner.ndim]
 
     def __repr__(self) -> str:
         return f"FactoredMatrix(shape={tuple(self.shape)}, hidden_dim={self.mdim})"
+
+
+def _keep_dim(index: object) -> object:
+    """An int row / column index as a length-1 slice, so indexing keeps the matrix two-dimensional."""
+    if isinstance(index, int):
+        return slice(index, index + 1 if index != -1 else None)
+    return index

@@ -11,41 +11,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .block import TransformerBlock
-from .cache import ActivationCache
+from .cache import ActivationCache, accumulated_bias
 from .config import HookedTransformerConfig
 from .embed import Embed, PosEmbed, Unembed
 from .factored_matrix import FactoredMatrix
 from .hook_points import HookedRootModule, HookPoint, NameFilter
 from .kv_cache import HookedTransformerKeyValueCache
+from .losses import lm_cross_entropy_loss
 from .masks import get_attention_mask
 from .norms import make_norm
 from .tl_api import TransformerLensMethods
 
 RETURN_TYPES = ("logits", "loss", "both", None)
-
-
-def lm_cross_entropy_loss(
-    logits: torch.Tensor,
-    tokens: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    per_token: bool = False,
-) -> torch.Tensor:
-    """Next-token cross-entropy: logits[:, i] predicts tokens[:, i + 1]. Per token: [batch, pos - 1].
-
-    With an attention mask [batch, pos] (TransformerLens's argument order) a prediction counts only when
-    it and its target are real tokens; masked ones are 0 per token and left out of the mean.
-    """
-    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos - 1, vocab]
-    loss = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [batch, pos - 1]
-    if attention_mask is None:
-        return loss if per_token else loss.mean()
-    counted = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()  # [batch, pos - 1]
-    loss = loss * counted
-    return loss if per_token else loss.sum() / counted.sum()
 
 
 class HookedTransformer(TransformerLensMethods, HookedRootModule):
@@ -330,6 +310,10 @@ class HookedTransformer(TransformerLensMethods, HookedRootModule):
         if names_filter is None or callable(names_filter):
             return [n for n in names if self.silent_hook_reason(n) is None]
         return names
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """Sum of the b_O (and b_out) biases written before `layer`: [d_model] (see `cache.accumulated_bias`)."""
+        return accumulated_bias(self, layer, mlp_input, include_mlp_biases)
 
     # ---- weights, stacked over layers (TransformerLens shapes) ----------------------------------
     def _stack(self, get: Any) -> torch.Tensor:

@@ -173,6 +173,29 @@ def build_report(
 
     _section(page, "Circuits", circuits)
 
+    def discovery() -> None:
+        from ..analysis.discovery import discover
+        from ..analysis.discovery.problems import task_problem
+
+        if task is None:
+            raise ValueError("the run has no task to discover a circuit on")
+        problem = task_problem(model, task, batch=sample_size * 2, seed=seed)
+        found = discover(problem, "eap-ig", level=0.9, steps=10)
+        circuit = found.circuit
+        known = (
+            f" Against the agreed circuit ({problem.description}): ROC AUC {found.roc_auc:.3f}."
+            if problem.true_edges
+            else ""
+        )
+        page.text(
+            f"EAP-IG (10 steps) on {len(problem.clean)} sequences of the task against corrupted ones; the smallest "
+            f"top-scoring circuit reaching 0.9 faithfulness has {len(circuit)} of {circuit.graph.n_edges} edges "
+            f"(faithfulness {found.faithfulness:.3f}; area under the faithfulness curve {found.curve.area:.3f}).{known}"
+        )
+        figure("circuit", viz.circuit_graph(circuit, title="circuit (EAP-IG), edge widths by |score|"))
+
+    _section(page, "Circuit discovery", discovery)
+
     def training() -> None:
         if not rows:
             raise ValueError("metrics.jsonl is empty or missing")

@@ -10,6 +10,7 @@ from . import (
     board_state,  # noqa: F401
     fine_tune_circuits,  # noqa: F401
     induction_circuit,  # noqa: F401
+    induction_circuit_discovery,  # noqa: F401
     induction_layers,  # noqa: F401
     name_copy_patching,  # noqa: F401
     natural_induction,  # noqa: F401

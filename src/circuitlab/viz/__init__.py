@@ -42,6 +42,7 @@ _EXPORTS = {
     "logit_lens_table": "lens",
     "logit_lens_heatmap": "lens",
     "lens_log_probs": "lens",
+    "circuit_graph": "circuit",
     "save_png": "static",
     "render": "static",
 }

@@ -2,7 +2,7 @@
 JSON API over `Lab`. Nothing on the page reaches outside the server (a Content-Security-Policy says so).
 
 API: GET /api/info; POST /api/predictions {prompt, top_k}; POST /api/attention {prompt, layer, head};
-GET /api/census; POST /api/patching {clean, corrupted, answer, distractor, direction}.
+GET /api/census; POST /api/patching {clean, corrupted, answer, distractor, direction}; POST /api/circuit {method}.
 Errors: 422 bad input (with what would be right), 413 body too large, 503 busy, 504 over the time limit.
 """
 
@@ -48,6 +48,10 @@ class PatchingRequest(BaseModel):
     answer: str
     distractor: str
     direction: Literal["denoise", "noise"] = "denoise"
+
+
+class CircuitRequest(BaseModel):
+    method: Literal["eap", "eap-ig", "acdc"] = "eap-ig"
 
 
 @functools.cache
@@ -145,6 +149,10 @@ def create_app(lab: Lab, limits: Limits | None = None, allowed_hosts: list[str] 
     @app.post("/api/patching")
     async def patching(req: PatchingRequest) -> Any:
         return await compute(lambda: lab.patching(req.clean, req.corrupted, req.answer, req.distractor, req.direction))
+
+    @app.post("/api/circuit")
+    async def circuit(req: CircuitRequest) -> Any:
+        return await compute(lambda: lab.circuit(req.method))
 
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     if allowed_hosts is not None:

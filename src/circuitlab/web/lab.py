@@ -239,6 +239,29 @@ class Lab:
                 }
             return self._census
 
+    def circuit(self, method: str = "eap-ig") -> dict[str, Any]:
+        """The circuit `method` discovers on the lab's task (`circuitlab.analysis.discovery.discover`) with its
+        graph figure (plotly JSON)."""
+        import json
+
+        from ..analysis.discovery import discover
+        from ..analysis.discovery.problems import task_problem
+        from ..viz.circuit import circuit_graph
+
+        if self.task is None:
+            raise InputError("circuit discovery needs the model's task: serve a run directory (circuitlab serve RUN)")
+        problem = task_problem(self.model, self.task, batch=16)
+        found = discover(problem, method, steps=10)
+        title = f"{method}: {len(found.circuit)} of {found.circuit.graph.n_edges} edges"
+        return {
+            "task": problem.name,
+            "known_circuit": problem.description if problem.true_edges else None,
+            **{k: v for k, v in found.to_dict().items() if k != "circuit"},
+            "edges": found.circuit.edges,
+            "n_graph_edges": found.circuit.graph.n_edges,
+            "figure": json.loads(circuit_graph(found.circuit, title=title).to_json()),
+        }
+
     @torch.no_grad()
     def patching(
         self, clean: str, corrupted: str, answer: str, distractor: str, direction: str = "denoise"

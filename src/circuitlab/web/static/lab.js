@@ -151,6 +151,19 @@ async function runCensus() {
   await withStatus("census-status", "census-error", async () => renderCensus(await api("/api/census")));
 }
 
+function renderCircuit(data) {
+  Plotly.react($("circuit-plot"), data.figure.data, data.figure.layout, { responsive: true, displaylogo: false });
+  $("circuit-summary").textContent =
+    `${data.method} on ${data.task}: ${data.edges.length} of ${data.n_graph_edges} edges, faithfulness ` +
+    `${data.faithfulness.toFixed(3)}` + (data.roc_auc === null ? "." :
+      `; ROC AUC ${data.roc_auc.toFixed(3)} against the known circuit (${data.known_circuit}).`);
+}
+
+async function runCircuit() {
+  await withStatus("circuit-status", "circuit-error", async () =>
+    renderCircuit(await api("/api/circuit", { method: $("circuit-method").value })));
+}
+
 function renderPatching(data) {
   const normalized = data.normalized !== null;
   const z = normalized ? data.normalized : data.values;
@@ -186,6 +199,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("prompt-form").addEventListener("submit", runPrompt);
   $("patching-form").addEventListener("submit", runPatching);
   $("census-run").addEventListener("click", runCensus);
+  $("circuit-run").addEventListener("click", runCircuit);
   $("layer").addEventListener("change", refreshAttention);
   $("head").addEventListener("change", refreshAttention);
   try { await loadInfo(); } catch (err) { showError("prompt-error", err); }
