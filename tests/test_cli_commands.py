@@ -153,3 +153,25 @@ def test_help_describes_each_command(command: str, capsys) -> None:
         main([command, "--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and out.startswith(f"usage: circuitlab {command}") and "RUN" in out
+
+
+def test_patch_by_attribution(tmp_path: Path, capsys) -> None:
+    from circuitlab.analysis import attribution_patch
+
+    from .conftest import small_model
+
+    model = small_model()
+    model.save(tmp_path / "model")
+    clean, corrupted = "0 5 6 7 8 9 10", "0 5 6 7 8 9 11"
+    argv = ["--clean", clean, "--corrupted", corrupted, "--answer", "9", "--distractor", "12"]
+    code, _, _ = run_cli(
+        capsys, "patch", tmp_path / "model", *argv, "--out", tmp_path / "out", "--method", "attribution"
+    )
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "patch.json").read_text())
+    c, x = (torch.tensor([[int(t) for t in s.split()]]) for s in (clean, corrupted))
+    expected = attribution_patch(model, c, x, logit_diff(9, 12), "z", by_pos=False).detach()
+    assert record["method"] == "attribution"
+    torch.testing.assert_close(torch.tensor(record["heads"]), expected.float(), atol=1e-5, rtol=0)
+    exact = patch_head_out_all_pos(model, c, x, logit_diff(9, 12), progress=False)
+    assert (expected - exact).abs().max() > 1e-6  # not the exact sweep

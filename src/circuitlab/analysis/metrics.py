@@ -162,3 +162,96 @@ def next_token_loss(tokens: torch.Tensor) -> Loss:
     """Metric: the usual language-model loss of `tokens` [batch, pos] (position p predicts token p + 1)."""
     targets = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1)
     return Loss(targets)
+
+
+# ---- metrics written for one run (TransformerLens style) -----------------------------------------
+class PerRunMetric:
+    """A metric written for one run, `fn(logits [batch, pos, vocab]) -> 0-d` (TransformerLens style), applied
+    to each patch variant in turn. `read_positions`: the positions `fn` reads (see `probe_positions`), so the
+    sweeps unembed only those; None: all. `base_logits` fill the positions it does not read."""
+
+    def __init__(
+        self, fn: Metric, read_positions: list[int] | None = None, base_logits: torch.Tensor | None = None
+    ) -> None:
+        self.fn, self.read_positions = fn, read_positions
+        self._buffer = None if base_logits is None else base_logits.detach().clone()
+
+    def _one(self, logits: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(self.fn(logits))
+        if value.numel() != 1:
+            raise ValueError(
+                f"the metric returned shape {tuple(value.shape)} for one run's logits {tuple(logits.shape)}: a "
+                "TransformerLens-style metric must return one number (e.g. a mean over the batch)"
+            )
+        return value.reshape(()).to(torch.float64)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., batch, pos, vocab] -> [...]."""
+        if logits.ndim == 3:
+            return self._one(logits)
+        flat = logits.reshape(-1, *logits.shape[-3:])
+        return torch.stack([self._one(x) for x in flat]).view(logits.shape[:-3])
+
+    def evaluate(self, logits: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """logits [variant, batch, len(positions), vocab] at `positions` -> [variant]."""
+        if self._buffer is None:
+            raise ValueError("a PerRunMetric with read positions needs base_logits to fill the other positions")
+        values = []
+        for variant in logits:
+            self._buffer[:, positions] = variant
+            values.append(self._one(self._buffer))
+        return torch.stack(values)
+
+
+def probe_positions(fn: Metric, logits: torch.Tensor) -> list[int] | None:
+    """The positions a one-run metric reads, found on the logits [batch, pos, vocab] of a real run: those
+    where its gradient is nonzero, kept only if replacing every other position by noise leaves the metric's
+    value exactly unchanged (twice, different noise); None (read all) otherwise or when it has no gradient."""
+    logits = logits.detach()
+    x = logits.clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            value = torch.as_tensor(fn(x))
+            if not value.requires_grad or value.numel() != 1:
+                return None
+            (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    if grad is None:
+        return None
+    read = grad.abs().sum((0, 2)).nonzero().flatten().tolist()
+    if not read or len(read) == logits.shape[1]:
+        return None
+    other = [p for p in range(logits.shape[1]) if p not in read]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = torch.as_tensor(fn(logits)).detach()
+        for scale in (1.0, 100.0):
+            noisy = logits.clone()
+            noise = torch.randn(noisy[:, other].shape, generator=gen, dtype=torch.float32)
+            noisy[:, other] = noise.to(noisy.dtype).to(noisy.device) * scale
+            if not torch.equal(torch.as_tensor(fn(noisy)).detach(), before):
+                return None
+    return read
+
+
+def is_batched(metric: Metric) -> bool:
+    """Whether a metric takes stacked logits [variant, batch, pos, vocab] (circuitlab's metrics do)."""
+    return isinstance(metric, (PositionMetric, Loss, PerRunMetric)) or getattr(metric, "batched", False)
+
+
+def adapt(metric: Metric, logits: torch.Tensor) -> Metric:
+    """`metric` ready for the batched sweeps, given one base run's logits [batch, pos, vocab]: circuitlab's
+    metrics as they are; a function that maps two stacked runs to their two values as well; any other (a
+    TransformerLens-style metric of one run) wrapped in a `PerRunMetric` with its read positions probed."""
+    if is_batched(metric):
+        return metric
+    with torch.no_grad():
+        try:
+            one = torch.as_tensor(metric(logits))
+            two = torch.as_tensor(metric(torch.stack([logits, logits])))
+            if one.ndim == 0 and two.shape == (2,) and torch.equal(two, torch.stack([one, one]).to(two.dtype)):
+                return metric
+        except (IndexError, RuntimeError, TypeError, ValueError):
+            pass
+    return PerRunMetric(metric, probe_positions(metric, logits), logits)

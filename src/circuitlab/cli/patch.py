@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def add_parser(sub: Any) -> None:
         choices=["denoise", "noise"],
         default="denoise",
         help="denoise: patch clean activations into the corrupted run (default); noise: the reverse",
+    )
+    p.add_argument(
+        "--method",
+        choices=["exact", "attribution"],
+        default="exact",
+        help="exact: one patched run per cell (default); attribution: the linear estimate from one forward and "
+        "one backward pass (attribution patching, fast on large models, approximate)",
     )
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to text prompts")
     p.add_argument("--out", type=Path, default=Path("patch"), help="output folder (default ./patch)")
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..analysis import logit_diff, patch_head_out_all_pos, patch_resid_post, patch_resid_pre
+    from ..analysis import attribution_patch, logit_diff, patch_head_out_all_pos, patch_resid_post, patch_resid_pre
     from ..runs import load_model_or_run
 
     if args.threads:
@@ -107,22 +115,28 @@ def run(args: argparse.Namespace) -> int:
     metric = logit_diff(answer, distractor)
     with torch.no_grad():
         clean_ld, corrupted_ld = (float(metric(model(t))) for t in (clean, corrupted))
-    kw = dict(direction=args.direction, progress=False)
     n = model.cfg.n_layers
-    resid = torch.cat(
-        [
-            patch_resid_pre(model, clean, corrupted, metric, **kw),
-            patch_resid_post(model, clean, corrupted, metric, layers=[n - 1], **kw),
-        ]
-    )
+    if args.method == "attribution":
+        sweep = partial(attribution_patch, model, clean, corrupted, metric, direction=args.direction)
+        resid = torch.cat([sweep("resid_pre"), sweep("resid_post")[n - 1 :]])
+        heads = sweep("z", by_pos=False)
+    else:
+        kw = dict(direction=args.direction, progress=False)
+        resid = torch.cat(
+            [
+                patch_resid_pre(model, clean, corrupted, metric, **kw),
+                patch_resid_post(model, clean, corrupted, metric, layers=[n - 1], **kw),
+            ]
+        )
+        heads = patch_head_out_all_pos(model, clean, corrupted, metric, **kw)
     rows = [f"resid_pre {l}" for l in range(n)] + [f"resid_post {n - 1}"]
-    heads = patch_head_out_all_pos(model, clean, corrupted, metric, **kw)
 
     what = (
         "clean activations patched into the corrupted run"
         if args.direction == "denoise"
         else ("corrupted activations patched into the clean run")
     )
+    attr = args.method == "attribution"
     ans, dis = viz.str_tokens(model, [answer])[0], viz.str_tokens(model, [distractor])[0]
     name = f"logit[{ans!r}] - logit[{dis!r}]"
     runs = dict(clean=clean_ld, corrupted=corrupted_ld, metric_name="logit diff")
@@ -131,9 +145,10 @@ def run(args: argparse.Namespace) -> int:
     page = viz.Page("activation patching")
     page.text(
         f"Metric: {name} at the last position. Clean run {clean_ld:.3f}, corrupted run {corrupted_ld:.3f}. "
-        f"Each cell: the metric with one activation patched ({what}), shown as the normalised effect "
-        "(patched - corrupted) / (clean - corrupted): 0 (white) = the corrupted run's value, 1 (blue) = the clean "
-        "run's; the raw logit difference is on hover."
+        f"Each cell: the metric with one activation patched ({what})"
+        + (", estimated by attribution patching (linear in the activation change)" if attr else "")
+        + ", shown as the normalised effect (patched - corrupted) / (clean - corrupted): 0 (white) = the corrupted "
+        "run's value, 1 (blue) = the clean run's; the raw logit difference is on hover."
     )
     page.table(
         [
@@ -149,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     record = {
         "metric": name,
         "direction": args.direction,
+        "method": args.method,
         "clean": clean_ld,
         "corrupted": corrupted_ld,
         "tokens": words,
