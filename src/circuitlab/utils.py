@@ -17,7 +17,7 @@ from torch import nn
 from .model.errors import ShapeError
 from .model.factored_matrix import FactoredMatrix
 from .model.losses import lm_accuracy, lm_cross_entropy_loss
-from .model.masks import get_attention_mask
+from .model.masks import get_attention_mask, get_offset_position_ids
 from .model.mlp import ACTIVATIONS, gelu_fast, gelu_new, solu
 from .model.names import get_act_name
 from .model.slice import Slice, SliceInput
@@ -43,6 +43,7 @@ __all__ = [
     "get_corner",
     "get_device",
     "get_nested_attr",
+    "get_offset_position_ids",
     "init_kaiming_normal_",
     "init_kaiming_uniform_",
     "init_xavier_normal_",
@@ -55,6 +56,7 @@ __all__ = [
     "override_or_use_default_value",
     "remove_batch_dim",
     "repeat_along_head_dimension",
+    "sample_logits",
     "set_nested_attr",
     "solu",
     "test_prompt",
@@ -135,6 +137,24 @@ def set_nested_attr(obj: Any, attr_str: str, value: Any) -> None:
 
 
 override_or_use_default_flag = override_or_use_default_value  # its earlier TransformerLens name
+
+
+def sample_logits(
+    final_logits: torch.Tensor,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+    freq_penalty: float = 0.0,
+    tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One sampled token id per row of final_logits [batch, d_vocab] (TransformerLens's argument order):
+    temperature 0 is greedy; top_k / top_p keep the k likeliest tokens / the smallest set holding mass top_p;
+    freq_penalty subtracts freq_penalty * (count of each token in `tokens` [batch, pos])."""
+    from .loading.generate import sample_logits as _sample
+
+    return _sample(
+        final_logits, temperature=temperature, top_k=top_k, top_p=top_p, freq_penalty=freq_penalty, tokens=tokens
+    )
 
 
 def get_device() -> torch.device:

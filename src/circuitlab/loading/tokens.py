@@ -34,6 +34,7 @@ def set_tokenizer(model: Any, tokenizer: Any, default_padding_side: str | None =
             raise ValueError(f"default_padding_side={default_padding_side!r} is invalid: expected 'left' or 'right'")
         tokenizer.padding_side = default_padding_side
     model.tokenizer = tokenizer
+    model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0  # TransformerLens's test for it
 
 
 def local_tokenizer(name: str) -> Any:

@@ -221,6 +221,19 @@ class Attention(nn.Module):
             blocked = padding if blocked is None else blocked | padding
         return blocked
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """TransformerLens's `attn.mask`: [n_ctx, n_ctx] bool, True where a query may attend (lower triangle,
+        cut to the window on a local layer; all True without a causal mask). Built on demand, not stored."""
+        n = self.cfg.n_ctx
+        blocked = self._blocked(n, n, self.W_Q.device)
+        return torch.ones(n, n, dtype=torch.bool, device=self.W_Q.device) if blocked is None else ~blocked
+
+    @property
+    def IGNORE(self) -> torch.Tensor:
+        """TransformerLens's `attn.IGNORE`: the score written where attention is masked (-inf)."""
+        return torch.tensor(float("-inf"), device=self.W_Q.device)
+
     def _blocked(self, n_q: int, n_k: int, device: torch.device) -> torch.Tensor | None:
         """[query_pos, key_pos] True where attention is forbidden (the future; beyond a local window).
 

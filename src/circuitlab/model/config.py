@@ -40,6 +40,27 @@ def _dtype_from(value: torch.dtype | str) -> torch.dtype:
     raise _bad("dtype", value, f"expected one of {sorted(DTYPES)} (a string or the torch dtype)")
 
 
+_TL_ONLY_DEFAULTS: dict[str, Any] = {
+    "init_mode": "gpt2",  # normal(0, init_range): what init_weights does
+    "n_devices": 1,
+    "final_rms": False,
+    "scale_attn_by_inverse_layer_idx": False,
+    "post_embedding_ln": False,
+    "use_qk_norm": False,
+    "use_normalization_before_and_after": False,
+    "tie_word_embeddings": False,
+    "attn_scores_soft_cap": -1.0,
+    "output_logits_soft_cap": -1.0,
+    "num_experts": None,
+    "experts_per_token": None,
+    "load_in_4bit": False,
+    "use_NTK_by_parts_rope": False,
+    "rotary_base_local": None,
+    "relative_attention_max_distance": None,
+    "relative_attention_num_buckets": None,
+}
+
+
 @dataclass(kw_only=True)
 class HookedTransformerConfig:
     """Shape and switches of a decoder-only transformer.
@@ -102,6 +123,34 @@ class HookedTransformerConfig:
     tokenizer_name: str | None = None
     original_architecture: str | None = None
     default_prepend_bos: bool = True
+    tokenizer_prepends_bos: bool | None = None  # TransformerLens: whether the tokenizer adds BOS itself (None: unknown)
+    initializer_range: float | None = None  # TransformerLens's name for init_range (the two are kept equal)
+    # TransformerLens 2.x fields for features circuitlab does not implement: accepted at their TL default (so TL
+    # code that passes or reads them runs), refused otherwise (see _TL_ONLY_DEFAULTS).
+    init_mode: str = "gpt2"
+    n_devices: int = 1
+    use_local_attn: bool = False
+    final_rms: bool = False
+    scale_attn_by_inverse_layer_idx: bool = False
+    post_embedding_ln: bool = False
+    use_qk_norm: bool = False
+    use_normalization_before_and_after: bool = False
+    tie_word_embeddings: bool = False
+    attn_scores_soft_cap: float = -1.0
+    output_logits_soft_cap: float = -1.0
+    num_experts: int | None = None
+    experts_per_token: int | None = None
+    load_in_4bit: bool = False
+    use_NTK_by_parts_rope: bool = False
+    rotary_base_local: float | None = None
+    relative_attention_max_distance: int | None = None
+    relative_attention_num_buckets: int | None = None
+    from_checkpoint: bool = False
+    checkpoint_index: int | None = None
+    checkpoint_label_type: str | None = None
+    checkpoint_value: int | None = None
+    trust_remote_code: bool = False
+    decoder_start_token_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -169,8 +218,18 @@ class HookedTransformerConfig:
         if isinstance(self.attn_scale, bool) or not isinstance(self.attn_scale, int | float) or self.attn_scale <= 0:
             raise _bad("attn_scale", self.attn_scale, "expected a positive number (1.0 turns scaling off)")
         self.attn_scale = float(self.attn_scale)
+        if self.initializer_range is not None and self.initializer_range > 0:  # TL: -1.0 means "derive it"
+            if self.init_range is not None and self.init_range != self.initializer_range:
+                raise _bad("initializer_range", self.initializer_range, f"it contradicts init_range={self.init_range}")
+            self.init_range = self.initializer_range
         if self.init_range is None:
             self.init_range = 0.8 / math.sqrt(self.d_model)
+        self.initializer_range = self.init_range
+        for name, default in _TL_ONLY_DEFAULTS.items():
+            if getattr(self, name) != default:
+                raise _bad(name, getattr(self, name), f"circuitlab does not implement it: leave it at {default!r}")
+        if self.attn_types is not None:
+            self.use_local_attn = "local" in self.attn_types
         if not self.init_range > 0:
             raise _bad("init_range", self.init_range, "expected a positive standard deviation")
         if not self.eps > 0:

@@ -125,7 +125,7 @@ class HookPoint(nn.Module):
         self.bwd_hooks = [h for h in self.bwd_hooks if h is not handle]
 
     def clear_context(self) -> None:
-        self.ctx.clear()
+        self.ctx = {}  # a new dict, as TransformerLens: a reference taken to the old one keeps its contents
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for h in self.fwd_hooks:

@@ -89,6 +89,20 @@ class TransformerLensMethods:
         """Next-token cross-entropy (see `lm_cross_entropy_loss`)."""
         return lm_cross_entropy_loss(logits, tokens.to(logits.device), attention_mask, per_token)
 
+    def all_composition_scores(self, mode: str) -> torch.Tensor:
+        """Composition scores of every head pair [left_layer, left_head, right_layer, right_head]
+        (TransformerLens's method): mode "Q", "K" or "V" composes the left head's OV circuit into the right
+        head's QK (Q), QK^T (K) or OV (V); pairs whose right head is not in a later layer are 0."""
+        from ..utils import composition_scores
+
+        rights = {"Q": lambda: self.QK, "K": lambda: self.QK.T, "V": lambda: self.OV}
+        if mode not in rights:
+            raise ValueError(f"all_composition_scores: mode={mode!r} is invalid: expected 'Q', 'K' or 'V'")
+        scores = composition_scores(self.OV, rights[mode](), broadcast_dims=True)
+        layers = torch.arange(self.cfg.n_layers, device=scores.device)
+        later = layers[:, None, None, None] < layers[None, None, :, None]  # right layer after left layer
+        return torch.where(later, scores, torch.zeros_like(scores))
+
     # ---- devices -----------------------------------------------------------------------------------
     def move_model_modules_to_device(self) -> None:
         """Move every module to `cfg.device` (one device: circuitlab does not split a model over several)."""
