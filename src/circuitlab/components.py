@@ -16,6 +16,8 @@ from .model.embed import Embed, PosEmbed, Unembed
 from .model.mlp import MLP
 from .model.norms import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
 
+AbstractAttention = Attention  # TL's base class of every attention: `isinstance(m, AbstractAttention)` finds them
+
 
 class GroupedQueryAttention(Attention):
     """Attention whose `n_key_value_heads` key/value heads are shared by groups of query heads."""
@@ -38,6 +40,7 @@ class GatedMLP(MLP):
 
 __all__ = [
     "MLP",
+    "AbstractAttention",
     "Attention",
     "Embed",
     "GatedMLP",

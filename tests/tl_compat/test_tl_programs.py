@@ -128,3 +128,18 @@ def test_utils_sample_logits_and_offset_position_ids() -> None:
     assert utils.get_offset_position_ids(0, mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
     assert utils.get_offset_position_ids(3, mask).tolist() == [[1, 2], [3, 4]]
     assert transformer_lens.utils is utils
+
+
+def test_abstract_attention_and_lens_handle(model: HookedTransformer) -> None:
+    from circuitlab.components import AbstractAttention
+    from circuitlab.hook_points import LensHandle
+
+    attns = [m for m in model.modules() if isinstance(m, AbstractAttention)]
+    assert attns == [block.attn for block in model.blocks]
+    seen = []
+    handle = model.blocks[0].hook_resid_pre.add_hook(lambda x, hook: seen.append(hook.name))
+    assert isinstance(handle, LensHandle) and handle.is_permanent is False
+    model(torch.zeros(1, 3, dtype=torch.long))
+    handle.hook.remove()
+    model(torch.zeros(1, 3, dtype=torch.long))
+    assert seen == ["blocks.0.hook_resid_pre"]
