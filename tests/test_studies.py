@@ -302,6 +302,19 @@ def test_checks_over_seeds_pass_on_their_stated_fraction() -> None:
         Check("x", 1.0, ">=", 0.5, min_fraction=0.5)  # a fraction needs per-seed values
 
 
+def test_a_verdict_shows_as_a_table_in_a_notebook() -> None:
+    from circuitlab.studies import Check
+    from circuitlab.studies.base import Verdict
+
+    checks = [Check.over_seeds("x", [0.1, 0.6, 0.9], ">=", 0.5, min_fraction=0.6), Check("<y>", 0.1, ">=", 0.5)]
+    verdict = Verdict("demo", "a claim & more", checks, {}, [0, 1, 2], quick=True, explanation="why it failed")
+    table = verdict.table()
+    assert [r["result"] for r in table] == ["PASS", "FAIL"] and table[0]["measured"] == "0.6 [0.1, 0.9]"
+    html = verdict._repr_html_()
+    assert ">FAIL</b>" in html and "a claim &amp; more" in html and "&lt;y&gt;" in html and "why it failed" in html
+    assert repr(verdict).startswith("demo: FAIL (3 seeds, quick=True")
+
+
 def _fake_seed(out_dir: Path, seed: int, quick: bool) -> dict:
     import os
 

@@ -82,3 +82,35 @@ def test_cli_train_text_writes_a_hugging_face_model_and_report(tmp_path, capsys)
     assert model.cfg.d_model == 32 and model.cfg.act_fn == "gelu_new" and model.tokenizer is not None
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2, 4] and all("heldout.loss" in r for r in rows)
+
+
+def test_train_text_preset_writes_what_the_cli_writes(tmp_path, monkeypatch) -> None:
+    """Studies train missing language models through `text.lm.train_text_preset`, never through the CLI."""
+    import dataclasses
+
+    from circuitlab.text.lm import train_text_preset
+    from circuitlab.training import presets
+
+    tiny = presets.PRESETS["tiny-lm"]
+    short = {**tiny.training, "steps": 2, "eval_every": 2, "batch_size": 2}
+    monkeypatch.setitem(presets.PRESETS, "tiny-lm-2", dataclasses.replace(tiny, training=short))
+    report = train_text_preset(tmp_path / "run", "tiny-lm-2")
+    assert {"heldout_loss", "icl_score"} <= set(report)
+    assert (tmp_path / "run" / "hf" / "config.json").is_file() and (tmp_path / "run" / "lm_report.json").is_file()
+
+
+def test_nothing_below_the_cli_imports_it() -> None:
+    """Data flows one way: the CLI sits on top, and no library module calls it."""
+    import re
+    from pathlib import Path
+
+    import circuitlab
+
+    root = Path(circuitlab.__file__).parent
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "cli" not in path.relative_to(root).parts
+        and re.search(r"from \.+cli\b|import circuitlab\.cli|from circuitlab\.cli", path.read_text())
+    ]
+    assert offenders == []

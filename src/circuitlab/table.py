@@ -102,6 +102,26 @@ class Table(Sequence[dict[str, Any]]):
         return out.getvalue()
 
 
+class TableView:
+    """Notebook views for a result with a one-line `summary()` and a `table()`: the repr (the summary, then the
+    first rows), `_repr_html_` and `to_pandas`."""
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def table(self) -> Table:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.summary() + "\n" + self.table().text(max_rows=16)
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -9,7 +9,6 @@ head is mean-ablated.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ import torch
 
 from ..files import atomic_write_text
 from ..model import HookedTransformer
-from ..table import Table
+from ..table import Table, TableView
 from ..tasks import Task, masked_loss
 from .ablation import head_ablation_effects
 from .heads import Bos, HeadScores, _resolve_bos, head_scores, make_probes
@@ -54,8 +53,8 @@ class HeadRow:
         return f"L{self.layer}H{self.head}"
 
 
-@dataclass
-class HeadCensus:
+@dataclass(repr=False)  # the repr is TableView's
+class HeadCensus(TableView):
     rows: list[HeadRow]
     clean_loss: float | None = None
 
@@ -101,15 +100,6 @@ class HeadCensus:
         named = [f"{r.label} {'/'.join(r.roles)}" for r in self.rows if r.roles]
         loss = "" if self.clean_loss is None else f", clean loss {self.clean_loss:.3f}"
         return f"HeadCensus of {len(self.rows)} heads{loss}: " + ("; ".join(named) if named else "no head has a role")
-
-    def __repr__(self) -> str:
-        return self.summary() + "\n" + self.table().text(max_rows=16)
-
-    def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
-
-    def to_pandas(self) -> Any:
-        return self.table().to_pandas()
 
 
 def _passes(scores: HeadScores, rule: tuple[str, float, float]) -> torch.Tensor:

@@ -16,7 +16,6 @@ Attention scores are read from the patterns on probe sequences of random tokens:
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,7 +23,7 @@ from typing import Any, Literal
 import torch
 
 from ..model import FactoredMatrix, HookedTransformer
-from ..table import Table
+from ..table import Table, TableView
 
 ATTENTION_SCORES = ("previous_token", "current_token", "first_token", "duplicate_token", "prefix_matching", "induction")
 COPY_SCORES = ("copying_eigen", "copying_top1")
@@ -47,7 +46,7 @@ def _resolve_bos(model: Any, bos: Bos) -> int | None:
 
 
 @dataclass
-class HeadScores:
+class HeadScores(TableView):
     """`scores[name]` and `baselines[name]`, each [layer, head]."""
 
     scores: dict[str, torch.Tensor]
@@ -83,14 +82,8 @@ class HeadScores:
         shape = tuple(next(iter(self.scores.values())).shape)
         return f"HeadScores [layer, head] = {list(shape)}; best per score: " + "; ".join(best)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # the table has a row per head: the best head of each score fits a screen better
         return self.summary().replace("; ", "\n  ").replace(": ", ":\n  ", 1)
-
-    def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
-
-    def to_pandas(self) -> Any:
-        return self.table().to_pandas()
 
 
 # ---- probe sequences ---------------------------------------------------------------------------

@@ -16,15 +16,13 @@ out of, an activation while the model runs.
 from __future__ import annotations
 
 import dataclasses
-import html
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..model import HookedTransformer
-from ..table import Table
+from ..table import Table, TableView
 
 IGNORE = -1  # label value for (row, output) pairs that no probe should be scored on
 
@@ -116,8 +114,8 @@ def train_linear_probe(
     return LinearProbe(w_raw, b_raw)
 
 
-@dataclass
-class ProbeSweep:
+@dataclass(repr=False)  # the repr is TableView's
+class ProbeSweep(TableView):
     """Probes at several hook points: accuracies [hook, output] on train and held-out test rows."""
 
     hook_names: list[str]
@@ -155,15 +153,6 @@ class ProbeSweep:
             f"ProbeSweep over {len(self.hook_names)} hook points ({self.n_train} train / {self.n_test} test rows): "
             f"best {hook} test accuracy {acc:.3f} (majority class {majority:.3f})"
         )
-
-    def __repr__(self) -> str:
-        return self.summary() + "\n" + self.table().text(max_rows=16)
-
-    def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self.summary())}</p>" + self.table()._repr_html_()
-
-    def to_pandas(self) -> Any:
-        return self.table().to_pandas()
 
 
 def resid_hook_names(model: HookedTransformer) -> list[str]:

@@ -17,6 +17,7 @@ processes. Studies that only give `run` run their seeds in one process.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..files import atomic_write_text
+from ..table import Table
 from ..viz.page import Page
 
 Op = Literal[">", ">=", "<", "<="]
@@ -177,10 +179,27 @@ class Verdict:
             "environment": self.environment,
         }
 
+    def table(self) -> Table:
+        """One row per check: measured value (median [min, max] over seeds), test, result, what it checks."""
+        return Table([c.row() for c in self.checks], ["check", "measured", "test", "result", "what"], title=self.study)
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
+
     def __repr__(self) -> str:
         lines = [f"{self.study}: {self.status} ({len(self.seeds)} seeds, quick={self.quick}, {self.wall_time_s:.0f} s)"]
         lines += [f"  {c.row()['result']:<12} {c.name}: {c.measured_text()} {c.test_text()}" for c in self.checks]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        colour = {PASS: "#1a7f37", FAIL: "#cf222e", INCONCLUSIVE: "#9a6700"}.get(self.status, "#222")
+        head = (
+            f'<p><b>{html.escape(self.study)}</b>: <b style="color:{colour}">{self.status}</b> '
+            f"({len(self.seeds)} seeds{', quick' if self.quick else ''}, {self.wall_time_s:.0f} s)<br>"
+            f"{html.escape(self.claim)}</p>"
+        )
+        why = f"<p>{html.escape(self.explanation)}</p>" if self.explanation else ""
+        return head + why + self.table()._repr_html_()
 
 
 @dataclass(frozen=True)

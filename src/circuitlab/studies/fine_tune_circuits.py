@@ -268,10 +268,9 @@ def _run(out: Path, seeds: list[int], quick: bool) -> StudyResult:
     if not (model_dir / "config.json").is_file():
         if os.environ.get(MODEL_ENV):
             raise FileNotFoundError(f"{MODEL_ENV}={model_dir} holds no model (config.json)")
-        from ..cli import main
+        from ..text.lm import train_text_preset
 
-        if main(["train", "text", "--preset", "tiny-lm", "--out", str(model_dir.parent), "--no-progress"]) != 0:
-            raise RuntimeError(f"training the tiny-lm preset into {model_dir.parent} failed")
+        train_text_preset(model_dir.parent, "tiny-lm")
     return fine_tune_circuits(model_dir, out)
 
 

@@ -284,10 +284,9 @@ def _run(out: Path, seeds: list[int], quick: bool) -> StudyResult:
     else:
         run_dir = Path(os.environ.get(RUN_ENV) or DEFAULT_RUN)
         if not (run_dir / "lm_report.json").is_file():
-            from ..cli import main
+            from ..text.lm import train_text_preset
 
-            if main(["train", "text", "--preset", "tiny-lm", "--out", str(run_dir), "--no-progress"]) != 0:
-                raise RuntimeError(f"training the tiny-lm preset into {run_dir} failed")
+            train_text_preset(run_dir, "tiny-lm")
     return natural_induction(run_dir, out, quick)
 
 

@@ -119,6 +119,19 @@ def train_text_run(
 _QUICK_RUNS: dict[tuple[int, int], Path] = {}
 
 
+def train_text_preset(run_dir: str | Path, preset: str = "tiny-lm", progress: bool = False) -> dict[str, Any]:
+    """Train a text preset into `run_dir` as `circuitlab train text --preset PRESET --out RUN_DIR` does (held-out
+    metrics at every evaluation, then `hf/` and `lm_report.json`); returns the report."""
+    from ..training import from_preset, train
+
+    task, model_cfg, train_cfg = from_preset(preset)
+    net = prepare_text_model(HookedTransformer(model_cfg))
+    result = train(net, task, train_cfg, out_dir=run_dir, metrics=heldout_metrics(task), progress=progress)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"training {preset} into {run_dir} was interrupted; rerun to resume")
+    return finish_text_run(result.model, task, run_dir)
+
+
 def quick_text_run(steps: int = 120, seed: int = 0) -> Path:
     """A small model trained on a 300k-character slice (vocabulary 512, windows of 64; 120 steps in 5 s on one
     thread here, measured), for quick modes and tests: trained once per process into a temporary folder
