@@ -143,3 +143,19 @@ def test_abstract_attention_and_lens_handle(model: HookedTransformer) -> None:
     handle.hook.remove()
     model(torch.zeros(1, 3, dtype=torch.long))
     assert seen == ["blocks.0.hook_resid_pre"]
+
+
+def test_generate_text_drops_special_tokens_and_is_a_string_for_one_sequence(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from ._tl_model_tiny import tiny_folder
+
+    lm = HookedTransformer.from_pretrained(tiny_folder(tmp_path / "tiny"))
+    tokens = lm.to_tokens("the cat")  # [1, pos], BOS first
+    out = lm.generate(tokens, max_new_tokens=3, do_sample=False, verbose=False)
+    special = set(lm.tokenizer.all_special_ids)
+    expected = lm.tokenizer.decode([t for t in out[0].tolist() if t not in special])
+    text = lm.generate(tokens, max_new_tokens=3, do_sample=False, verbose=False, return_type="str")
+    assert text == expected and isinstance(text, str)  # TL: one sequence -> a str, BOS not in it
+    assert lm.generate("the cat", max_new_tokens=3, do_sample=False, verbose=False) == expected
+    both = lm.generate(lm.to_tokens(["the cat", "the dog"]), max_new_tokens=2, do_sample=False, return_type="str")
+    assert isinstance(both, list) and len(both) == 2 and not any("<|endoftext|>" in t for t in both)

@@ -143,9 +143,11 @@ def generate(
             break
     if return_type == "tokens" or (return_type == "input" and not from_text):
         return tokens
-    start = 1 if from_text and prepend else 0  # the BOS we added is not part of the text
-    texts = model.to_string(tokens[:, start:])
-    return texts[0] if from_text else texts
+    # As TransformerLens: special tokens (the BOS, EOS padding after a finished sequence) are left out of the
+    # text, and one sequence gives a string, several a list.
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
+    texts = [model.to_string([t for t in row.tolist() if t not in special]) for row in tokens]
+    return texts[0] if len(texts) == 1 else texts
 
 
 def _extend_mask(prompt_mask: torch.Tensor, n_pos: int) -> torch.Tensor:
