@@ -159,3 +159,22 @@ def test_generate_text_drops_special_tokens_and_is_a_string_for_one_sequence(tmp
     assert lm.generate("the cat", max_new_tokens=3, do_sample=False, verbose=False) == expected
     both = lm.generate(lm.to_tokens(["the cat", "the dog"]), max_new_tokens=2, do_sample=False, return_type="str")
     assert isinstance(both, list) and len(both) == 2 and not any("<|endoftext|>" in t for t in both)
+
+
+def test_tl_code_imports_what_transformer_lens_installs() -> None:
+    """TL-written code imports einops and jaxtyping beside transformer_lens; both come with circuitlab."""
+    import einops
+    import torch
+    from jaxtyping import Float
+
+    import circuitlab as transformer_lens
+
+    model = transformer_lens.HookedTransformer(
+        transformer_lens.HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=8, d_vocab=10, seed=0)
+    )
+
+    def head_pattern(cache: transformer_lens.ActivationCache) -> Float[torch.Tensor, "head q k"]:
+        return einops.rearrange(cache["pattern", 0], "1 h q k -> h q k")
+
+    _, cache = model.run_with_cache(torch.arange(8)[None] % 10)
+    assert head_pattern(cache).shape == (2, 8, 8)
