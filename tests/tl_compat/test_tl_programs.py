@@ -173,7 +173,7 @@ def test_tl_code_imports_what_transformer_lens_installs() -> None:
         transformer_lens.HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=8, d_vocab=10, seed=0)
     )
 
-    def head_pattern(cache: transformer_lens.ActivationCache) -> Float[torch.Tensor, "head q k"]:
+    def head_pattern(cache: transformer_lens.ActivationCache) -> Float[torch.Tensor, "head q k"]:  # noqa: F722
         return einops.rearrange(cache["pattern", 0], "1 h q k -> h q k")
 
     _, cache = model.run_with_cache(torch.arange(8)[None] % 10)
