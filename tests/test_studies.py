@@ -199,7 +199,7 @@ def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> Non
     run_study("name-copy-patching", out, seeds=1, quick=True)
     verdict = json.loads((out / "verdict.json").read_text())
     check_complete(verdict, out, "name-copy-patching")
-    m = verdict["measurements"]
+    m = verdict["measurements"]["per_seed"][0]["arms"]["natural"]
     assert str(folder) in m["source"] and m["n_prompts"] >= 2 and m["training_steps"] == 0
     assert "Her name was" in m["example"] and m["name_pos"] is not None
     assert len(m["resid_restore"]) == 3 and len(m["head_restore"]) == 2
@@ -214,10 +214,15 @@ def test_name_copy_patching_on_a_pretrained_folder(tmp_path, monkeypatch) -> Non
 @pytest.mark.slow
 def test_name_copy_patching_prompts_are_aligned_and_unpadded(tmp_path_factory) -> None:
     verdict, _ = quick("name-copy-patching", tmp_path_factory)
-    m = verdict["measurements"]
+    m = verdict["measurements"]["per_seed"][0]["arms"]["1 head"]
     words = m["example"].split()  # decode drops padding: one word per position only if there is none
     assert all(len(row) == len(words) for row in m["resid_restore"])
     assert words[-1] in m["example"].split()[:-1] and m["name_pos"] == words.index(words[-1]) + 1
+    # the three people's last names, the asked one among them; layer 0's single head's attention to them
+    assert len(m["last_name_pos"]) == 3 and m["name_pos"] in m["last_name_pos"]
+    assert [len(layer) for layer in m["early_attention_final_to_last_names"]] == [1]
+    assert 0 <= m["early_attention_final_to_last_names"][0][0] <= 1
+    assert [c["name"].split(": ")[0] for c in verdict["checks"]] == ["1 head"] * 4
 
 
 def _offset_head_model(offset: int) -> Any:

@@ -6,18 +6,20 @@ difference answer - distractor at the final position, normalised so 0 = corrupte
 Clean activations are patched into the corrupted run (denoising), one cell at a time:
 
 - residual stream (blocks.0.hook_resid_pre and every hook_resid_post) x position: a heatmap;
-- each head's output (hook_z), over all positions and per position.
+- each head's output (hook_z), over all positions and per position, and the last layer's heads together.
 
-Model: a natural-text model when `CIRCUITLAB_NAME_COPY_MODEL` names a folder `HookedTransformer.
-from_pretrained` reads (with its tokenizer); otherwise the `name_copy` preset's toy (2-layer attention-only,
-4 heads) trained here on templated text (three people introduced, one named again: copying the right
-last name needs induction; before it forms the loss sits at log 3, a bet on all three).
+Models: a natural-text model when `CIRCUITLAB_NAME_COPY_MODEL` names a folder `HookedTransformer.
+from_pretrained` reads (with its tokenizer); otherwise two arms of toys trained here on templated text
+(three people introduced, one named again: copying the right last name needs induction; before it forms
+the loss sits at log 3, a bet on all three): the `name_copy` preset (2-layer attention-only, 4 heads per
+layer) and the same model with one head per layer, where layer 0 has a single head to spend.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,20 +50,26 @@ MAX_FINAL_POS_RESTORE = 0.1  # at the final position: it has not arrived yet
 # jointly 0.73 in the audit run), so a check crediting one head tests the metric, not the claim; the joint
 # check was registered before the runs it now judges, and the best single head is still reported.
 MIN_LAST_LAYER_HEADS_RESTORE = 0.5
+# Seeds: every check must hold on every seed (as in the other studies), a fraction fixed before the
+# 3-seed runs. One seed was run before (4 heads per layer, seed 0: the two residual checks failed).
+MIN_SEED_FRACTION = 1.0
 
 # The `name_copy` preset (batch 512, lr 1e-2, cosine, 800 steps): in a pilot run (seed 0) the loss sat at the
 # log 3 plateau (a bet on all three last names) until ~step 650, then induction formed (0.13 nats at step 800).
+# With one head per layer, 400 steps reach 0.004 nats (seed 0, measured here before this arm was judged).
 # Read a FAIL of `clean_accuracy` as "no induction formed in this budget", not as a patching result.
-STEPS, QUICK_STEPS, QUICK_BATCH = 800, 60, 64  # quick: a smoke test only
+STEPS = 800
+# arm -> heads per layer. "4 heads" is the preset; "1 head" the minimal model of the mechanism.
+ARMS = {"4 heads": 4, "1 head": 1}
+# Quick mode: the robust part (the 1-head model, where the claim holds) at 400 steps, one seed.
+QUICK_ARMS, QUICK_STEPS = {"1 head": 1}, 400
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
 
 
-def _toy(out_dir: Path, seed: int, quick: bool) -> tuple[HookedTransformer, dict]:
-    steps = QUICK_STEPS if quick else STEPS
-    training = {"batch_size": QUICK_BATCH} if quick else {}
-    task, result = train_preset("name_copy", seed, steps, training=training)
-    result.model.save(out_dir / "models" / f"toy_seed{seed}")
+def _toy(out_dir: Path, seed: int, n_heads: int, steps: int) -> tuple[HookedTransformer, dict]:
+    task, result = train_preset("name_copy", seed, steps, model={"n_heads": n_heads})
+    result.model.save(out_dir / "models" / f"toy_{n_heads}heads_seed{seed}")
     # One layout (the first template) and the second person asked for, so positions line up across prompts;
     # the same templates and names as in training, hence the same vocabulary.
     one = NameCopy(task.first_names, task.last_names, task.templates, asked=1)
@@ -73,15 +81,17 @@ def _toy(out_dir: Path, seed: int, quick: bool) -> tuple[HookedTransformer, dict
         batch.tokens[rows, :n], batch.targets[rows, :n], batch.loss_mask[rows, :n],
         {k: v[rows, :n] if v.ndim == 2 else v[rows] for k, v in batch.metadata.items()},
     )  # fmt: skip
-    labels = [one.vocab.itos[t] for t in batch.tokens[0].tolist()]
+    slots = one.slots[0, :n]  # slot codes: 2i + 2 = the last name of person i
+    last_name_pos = ((slots > 0) & (slots % 2 == 0) & (slots <= 2 * one.n_people)).nonzero()[:, 0].tolist()
     return result.model, {
-        "source": "toy model trained on the name_copy task",
+        "source": f"toy model trained on the name_copy task ({n_heads} head(s) per layer)",
         "clean": batch.tokens,
         "corrupted": batch.metadata["corrupted_tokens"],
         "answer": batch.metadata["answer"],
         "distractor": batch.metadata["distractor"],
         "name_pos": int(batch.metadata["answer_pos"][0]),
-        "labels": labels,
+        "last_name_pos": last_name_pos,
+        "labels": [one.vocab.itos[t] for t in batch.tokens[0].tolist()],
         "example": one.decode(batch.tokens[0]),
         "steps": steps,
     }
@@ -113,132 +123,163 @@ def _natural(folder: str) -> tuple[HookedTransformer, dict]:
         "answer": torch.tensor(answers),
         "distractor": torch.tensor(distractors),
         "name_pos": int(diff[0]) if len(diff) == 1 else None,
+        "last_name_pos": [int(diff[0])] if len(diff) == 1 else [],
         "labels": model.to_str_tokens(tokens[0]),
         "example": model.to_string(tokens[0]),
         "steps": 0,
     }
 
 
-def run(out_dir: Path, seeds: list[int], quick: bool) -> StudyResult:
-    folder = os.environ.get(ENV_MODEL)
-    model, p = _natural(folder) if folder else _toy(out_dir, seeds[0], quick)
+def measure(model: HookedTransformer, p: dict[str, Any]) -> dict[str, Any]:
+    """One model's patching results on its prompt pairs `p` (JSON-able)."""
     clean, corrupted, answer, distractor = p["clean"], p["corrupted"], p["answer"], p["distractor"]
     with torch.no_grad():
-        clean_logits, corrupted_logits = model(clean), model(corrupted)
-    final = clean_logits[:, -1]
-    accuracy = float((final.argmax(-1) == answer).float().mean())  # top-1: the right person's last name
+        clean_logits, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+        corrupted_logits = model(corrupted)
+    accuracy = float((clean_logits[:, -1].argmax(-1) == answer).float().mean())  # top-1: the right last name
     metric = normalized_logit_diff(answer, distractor, clean_logits, corrupted_logits)
-    n_layers = model.cfg.n_layers
-    resid = torch.cat(
-        [
-            patch_activation(model, clean, corrupted, metric, "resid_pre", layers=[0], progress=False),
-            patch_activation(model, clean, corrupted, metric, "resid_post", progress=False),
-        ]
-    )  # [1 + layer, pos]
-    phase(f"{NAME}: patching")
+    n_layers, name_pos = model.cfg.n_layers, p["name_pos"]
+    resid = torch.cat([
+        patch_activation(model, clean, corrupted, metric, "resid_pre", layers=[0], progress=False),
+        patch_activation(model, clean, corrupted, metric, "resid_post", progress=False),
+    ])  # [1 + layer, pos]  # fmt: skip
     heads = patch_head_out_all_pos(model, clean, corrupted, metric, progress=False)  # [layer, head]
-    joint = float(
-        patch_activation(
-            model, clean, corrupted, metric, "attn_out", by_pos=False, layers=[n_layers - 1], progress=False
-        )[0]
-    )  # every head of the last layer at once
+    joint = float(patch_activation(model, clean, corrupted, metric, "attn_out", by_pos=False,
+                                   layers=[n_layers - 1], progress=False)[0])  # fmt: skip  # the last layer's heads
     heads_by_pos = patch_head_out_by_pos(model, clean, corrupted, metric, progress=False)  # [layer, pos, head]
-    name_pos = p["name_pos"]
+    # How much attention the layers before the last pay, from the final position, to the last names (all
+    # people's): what a head moving candidates (not the looked-up answer) to the final position would show.
+    to_last_names = [
+        cache[f"blocks.{l}.attn.hook_pattern"][:, :, -1, p["last_name_pos"]].sum(-1).mean(0).tolist()  # [head]
+        for l in range(n_layers - 1)
+    ]
     order = heads.flatten().argsort(descending=True)
     top = [(int(i) // model.cfg.n_heads, int(i) % model.cfg.n_heads, float(heads.flatten()[i])) for i in order[:4]]
-    name_restore = float(resid[-2, name_pos]) if name_pos is not None else float("nan")  # row -2: resid_pre of last
-    checks = [
-        Check(
-            "clean_accuracy",
-            accuracy,
-            ">=",
-            MIN_ACCURACY,
-            "top-1 accuracy on the clean prompts: without it there is no copying to locate",
-            precondition=True,
-        ),
-        Check(
-            "last_layer_input_name_pos_restore",
-            name_restore,
-            ">=",
-            MIN_NAME_POS_RESTORE,
-            "normalised logit difference restored by the residual entering the last layer, at the last name",
-        ),
-        Check(
-            "last_layer_input_final_pos_restore",
-            float(resid[-2, -1]),
-            "<=",
-            MAX_FINAL_POS_RESTORE,
-            "the same at the final position",
-        ),
-        Check(
-            "last_layer_heads_restore",
-            joint,
-            ">=",
-            MIN_LAST_LAYER_HEADS_RESTORE,
-            "the last layer's head outputs patched together, at all positions",
-        ),
-    ]
-    explanation = f"The best single head restores {top[0][2]:.2f} and the last layer's heads together {joint:.2f}" + (
-        ": the answer is spread over several heads." if top[0][2] < MIN_LAST_LAYER_HEADS_RESTORE <= joint else "."
-    )
-    final_restore = float(resid[-2, -1])
-    if final_restore > MAX_FINAL_POS_RESTORE:
-        explanation += (
-            f" Entering the last layer, the final position already carries {final_restore:.2f} of the answer (and "
-            f"the last-name position {name_restore:.2f}): layer 0 moves part of it, so in this model the move is "
-            "not the last layer's alone. A finding about this model (several heads in layer 0 can copy), not a "
-            "metric artefact: the patch is the whole residual stream at one position."
-        )
-    measurements = {
+    return {
         "source": p["source"],
         "training_steps": p["steps"],
         "n_prompts": len(clean),
         "example": p["example"],
+        "labels": [str(t) for t in p["labels"]],
         "clean_logit_diff": float(metric.clean),
         "corrupted_logit_diff": float(metric.corrupted),
         "accuracy": accuracy,
         "name_pos": name_pos,
+        "last_name_pos": p["last_name_pos"],
+        "name_pos_restore": float(resid[-2, name_pos]) if name_pos is not None else float("nan"),  # resid_pre last
+        "final_pos_restore": float(resid[-2, -1]),
+        "last_layer_heads_restore": joint,
+        "best_head_restore": top[0][2],
+        "early_attention_final_to_last_names": to_last_names,  # [layer < last][head]
         "resid_restore": resid.tolist(),
         "head_restore": heads.tolist(),
+        "head_restore_by_pos": heads_by_pos.tolist(),
         "top_heads": [{"head": f"L{l}H{h}", "restore": round(v, 4)} for l, h, v in top],
-        "last_layer_heads_restore": joint,
     }
-    page = Page(NAME)
+
+
+def run_seed(out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
+    folder = os.environ.get(ENV_MODEL)
+    if folder:
+        model, p = _natural(folder)
+        return {"seed": seed, "arms": {"natural": measure(model, p)}}
+    arms = {}
+    for arm, n_heads in (QUICK_ARMS if quick else ARMS).items():
+        phase(f"{NAME}: seed {seed}, arm {arm}")
+        model, p = _toy(out_dir, seed, n_heads, QUICK_STEPS if quick else STEPS)
+        arms[arm] = measure(model, p)
+    return {"seed": seed, "arms": arms}
+
+
+def _checks(arm: str, rows: list[dict[str, Any]]) -> list[Check]:
+    def over(name: str, key: str, op: str, threshold: float, what: str, **kw: Any) -> Check:
+        values = [r[key] for r in rows]
+        return Check.over_seeds(f"{arm}: {name}", values, op, threshold, MIN_SEED_FRACTION, what, **kw)
+
+    return [
+        over("clean_accuracy", "accuracy", ">=", MIN_ACCURACY,
+             "top-1 accuracy on the clean prompts: without it there is no copying to locate", precondition=True),
+        over("last_layer_input_name_pos_restore", "name_pos_restore", ">=", MIN_NAME_POS_RESTORE,
+             "normalised logit difference restored by the residual entering the last layer, at the last name"),
+        over("last_layer_input_final_pos_restore", "final_pos_restore", "<=", MAX_FINAL_POS_RESTORE,
+             "the same at the final position"),
+        over("last_layer_heads_restore", "last_layer_heads_restore", ">=", MIN_LAST_LAYER_HEADS_RESTORE,
+             "the last layer's head outputs patched together, at all positions"),
+    ]  # fmt: skip
+
+
+def _spread(values: list[float]) -> str:
+    values = sorted(values)
+    return f"{values[len(values) // 2]:.2f}" + (f" [{values[0]:.2f}, {values[-1]:.2f}]" if len(values) > 1 else "")
+
+
+def _explain(arm: str, rows: list[dict[str, Any]], checks: list[Check]) -> str:
+    ok = {c.name.split(": ", 1)[1]: c.passed for c in checks}
+    best, joint = [r["best_head_restore"] for r in rows], [r["last_layer_heads_restore"] for r in rows]
+    name, final = [r["name_pos_restore"] for r in rows], [r["final_pos_restore"] for r in rows]
+    text = f"{arm}: the best single head restores {_spread(best)}, the last layer's heads together {_spread(joint)}"
+    spread = max(best) < MIN_LAST_LAYER_HEADS_RESTORE <= min(joint)
+    text += "; the answer is spread over several heads." if spread else "."
+    if not ok["clean_accuracy"]:
+        return text + " The task was not learned in this budget, so the claim was not tested."
+    if ok["last_layer_input_name_pos_restore"] and ok["last_layer_input_final_pos_restore"]:
+        return text + (f" Entering the last layer the answer sits at the last name ({_spread(name)}) and not yet at "
+                       f"the final position ({_spread(final)}): the claim holds.")  # fmt: skip
+    attn = [max(sum(layer) for layer in r["early_attention_final_to_last_names"]) for r in rows]
+    return text + (
+        f" Entering the last layer, the final position already carries {_spread(final)} of the answer (the "
+        f"last-name position {_spread(name)}). The earlier layers' heads attend from the final position to the "
+        f"three last names with a summed weight of {_spread(attn)} (a layer's heads summed): they move the "
+        "candidate last names there by position, before the lookup, so part of the clean name arrives early. A "
+        "finding about this model (spare heads in layer 0), not a metric artefact: the patch is the whole "
+        "residual stream at one position."
+    )
+
+
+def combine(out_dir: Path, per_seed: list[dict[str, Any]], quick: bool) -> StudyResult:
+    arm_names = list(per_seed[0]["arms"])
+    checks, texts, page = [], [], Page(NAME)
+    for arm in arm_names:
+        rows = [s["arms"][arm] for s in per_seed]
+        arm_checks = _checks(arm, rows)
+        checks += arm_checks
+        texts.append(_explain(arm, rows, arm_checks))
+        _figures(page, arm, rows[0])
+    if len(arm_names) > 1 and all(c.passed for c in checks if c.name.startswith(arm_names[-1])):
+        texts.append(f"The claim holds in the {arm_names[-1]} model and fails in the {arm_names[0]} one.")
+    measurements = {"per_seed": per_seed, "steps": per_seed[0]["arms"][arm_names[0]]["training_steps"]}
+    return StudyResult(checks, measurements, page, " ".join(texts))
+
+
+def _figures(page: Page, arm: str, m: dict[str, Any]) -> None:
+    page.heading(f"{arm} (seed 0)")
     page.text(
-        f"Model: {p['source']}. Example clean prompt: {p['example']!r}. Clean logit difference "
-        f"{metric.clean:.2f}, corrupted {metric.corrupted:.2f}; clean accuracy {accuracy:.0%}."
+        f"Model: {m['source']}. Example clean prompt: {m['example']!r}. Clean logit difference "
+        f"{m['clean_logit_diff']:.2f}, corrupted {m['corrupted_logit_diff']:.2f}; clean accuracy {m['accuracy']:.0%}."
     )
-    labels = [f"{i}:{t}" for i, t in enumerate(p["labels"])]
+    labels = [f"{i}:{t}" for i, t in enumerate(m["labels"])]
+    resid, heads = torch.tensor(m["resid_restore"]), torch.tensor(m["head_restore"])
+    n_layers, n_heads = heads.shape
     rows = ["resid_pre 0", *(f"resid_post {l}" for l in range(n_layers))]
-    page.figure(
-        heatmap(
-            resid, "Residual stream patching (1 = clean behaviour restored)", labels, rows, "position", "", zmid=0.0
-        )
-    )
-    page.figure(
-        heatmap(
-            heads,
-            "Head output patching, all positions",
-            [f"H{h}" for h in range(model.cfg.n_heads)],
-            [f"L{l}" for l in range(n_layers)],
-            "head",
-            "layer",
-            zmid=0.0,
-        )
-    )
-    page.figure(
-        heatmap(
-            heads_by_pos.permute(0, 2, 1).flatten(0, 1),
-            "Head output patching by position",
-            labels,
-            [f"L{l}H{h}" for l in range(n_layers) for h in range(model.cfg.n_heads)],
-            "position",
-            "",
-            zmid=0.0,
-        )
-    )
-    page.heading("Heads that carry the answer").table(measurements["top_heads"])
-    return StudyResult(checks, measurements, page, explanation)
+    title = "Residual stream patching (1 = clean behaviour restored)"
+    page.figure(heatmap(resid, title, labels, rows, "position", "", zmid=0.0))
+    page.figure(heatmap(heads, "Head output patching, all positions", [f"H{h}" for h in range(n_heads)],
+                        [f"L{l}" for l in range(n_layers)], "head", "layer", zmid=0.0))  # fmt: skip
+    by_pos = torch.tensor(m["head_restore_by_pos"]).permute(0, 2, 1).flatten(0, 1)  # [layer * head, pos]
+    head_labels = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
+    page.figure(heatmap(by_pos, "Head output patching by position", labels, head_labels, "position", "", zmid=0.0))
+    page.heading("Heads that carry the answer").table(m["top_heads"])
 
 
-register(Study(NAME, CLAIM, run, source=SOURCE, default_seeds=1, measured_s=(4, 49)))
+register(
+    Study(
+        NAME,
+        CLAIM,
+        default_seeds=3,
+        quick_seeds=1,
+        source=SOURCE,
+        run_seed=run_seed,
+        combine=combine,
+        measured_s=(None, None),
+    )
+)
