@@ -86,6 +86,15 @@ def test_every_study_is_listed_with_its_claim(capsys) -> None:
         assert (quick_s is None) == ("quick not measured" in line)
 
 
+def test_make_studies_runs_every_registered_study() -> None:
+    """`make studies` names its studies by hand (in the order they run): none may be missing or unknown."""
+    import re
+
+    text = (Path(__file__).parents[1] / "Makefile").read_text()
+    listed = re.search(r"^STUDIES := (.*?)\n\S", text, re.S | re.M).group(1).replace("\\\n", " ").split()
+    assert sorted(listed) == sorted(STUDIES) and len(set(listed)) == len(listed)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
