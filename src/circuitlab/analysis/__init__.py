@@ -32,6 +32,7 @@ from .metrics import (
     next_token_loss,
     normalized_logit_diff,
 )
+from .patch_result import PatchingResult, activation_patching
 from .patching import (
     attribution_patch,
     patch_activation,
@@ -56,8 +57,10 @@ __all__ = [
     "LogitDiff",
     "Loss",
     "NormalizedLogitDiff",
+    "PatchingResult",
     "PositionMetric",
     "ablation_hooks",
+    "activation_patching",
     "all_composition_scores",
     "answer_prob",
     "attention_scores",

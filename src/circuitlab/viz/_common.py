@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,8 @@ def tick_axis(labels: Sequence[str], max_ticks: int = 64) -> dict[str, Any]:
     every k-th one; hovers always name every cell."""
     n = len(labels)
     step = max(1, -(-n // max_ticks))
-    size = 11 if n <= 16 else 9 if n <= 32 else 7
+    shown = -(-n // step)
+    size = 11 if shown <= 16 else 9 if shown <= 32 else 7
     return dict(
         tickmode="array",
         tickvals=list(labels[::step]),
@@ -90,9 +92,47 @@ def subplots(**kwargs: Any) -> Any:
     return make_subplots(**kwargs)
 
 
+# Every figure fits a notebook cell or the report page (content ~1000 px wide) without a horizontal scrollbar.
+MAX_WIDTH = 900
+_TITLE_PX = 17  # plotly's default title font size
+_TITLE_TOP = 34  # px from the top of the figure to the title: the toolbar (modebar, ~28 px) sits above it
+
+
+def wrap_title(title: str, width: int) -> list[str]:
+    """The title's lines so that each fits `width` px (about 0.55 font sizes per character)."""
+    chars = max(20, int((width - 60) / (0.55 * _TITLE_PX)))
+    return textwrap.wrap(title, chars, break_long_words=False) or [title]
+
+
 def layout(fig: Any, title: str | None, **kwargs: Any) -> Any:
+    """The white theme, a width of at most MAX_WIDTH, and the title in a band of its own below the toolbar,
+    wrapped to the figure's width (room is made for every line)."""
+    if kwargs.get("width") is not None:
+        kwargs["width"] = min(int(kwargs["width"]), MAX_WIDTH)
+    width = kwargs.get("width") or fig.layout.width or MAX_WIDTH
+    height = kwargs.get("height") or fig.layout.height or 450
+    margin = dict(l=60, r=30, t=30, b=50) | kwargs.pop("margin", {})
+    heading: dict[str, Any] | None = None
+    if title:
+        lines = wrap_title(title, width)
+        subplot_titles = 18 if fig.layout.annotations else 0  # they sit just above the top row
+        top = max(margin["t"], _TITLE_TOP + 22 * len(lines) + 12 + subplot_titles)
+        height += max(0, top - 60)  # the figures' heights leave 60 px for a title: the plot keeps its size
+        margin["t"] = top
+        # Plotly anchors a multi-line title by its first line (the others flow below): that line's bottom,
+        # 15 px below its top at _TITLE_TOP (measured in Chromium).
+        first = _TITLE_TOP + 15
+        heading = dict(text="<br>".join(lines), x=0.02, xanchor="left", y=1 - first / height, yanchor="bottom",
+                       yref="container", font_size=_TITLE_PX)  # fmt: skip
+        kwargs["height"] = height  # the title's place is a fraction of the height: fix it
+    # Colour-bar titles beside the bar, turned: above it they collide with the top tick label.
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.colorbar.title.text:
+            trace.colorbar.title.side = "right"
+    if fig.layout.coloraxis.colorbar.title.text:
+        fig.layout.coloraxis.colorbar.title.side = "right"
     # White background set directly: a named template is deep-copied into every figure (slow).
-    fig.update_layout(title=title, plot_bgcolor="white", margin=dict(l=60, r=30, t=60 if title else 30, b=50), **kwargs)
+    fig.update_layout(title=heading, plot_bgcolor="white", margin=margin, **kwargs)
     fig.update_xaxes(gridcolor="#eee", zerolinecolor="#ccc")
     fig.update_yaxes(gridcolor="#eee", zerolinecolor="#ccc")
     return fig

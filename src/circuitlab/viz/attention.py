@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import SEQUENTIAL, check_ndim, go, layout, subplots, tick_axis, to_numpy, token_labels
+from ._common import MAX_WIDTH, SEQUENTIAL, check_ndim, go, layout, subplots, tick_axis, to_numpy, token_labels
 
 _HOVER = "query (pos:token) %{y}<br>key (pos:token) %{x}<br>attention %{z:.3f}<extra></extra>"
 
@@ -37,7 +37,7 @@ def attention_pattern(
     fig = go().Figure(heat)
     fig.update_yaxes(autorange="reversed", title_text="query", **tick_axis(q_labels))
     fig.update_xaxes(title_text="key", tickangle=-60, **tick_axis(list(heat.x)))
-    side = 250 + 12 * values.shape[0]
+    side = min(MAX_WIDTH - 100, 250 + 12 * values.shape[0])  # square cells, the colour bar beside them
     return layout(fig, title, width=side + 100, height=side)
 
 
@@ -81,10 +81,13 @@ def attention_grid(
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     # token labels on the outer edge of the grid (every k-th one past 32 positions; hovers name every cell)
-    fig.update_yaxes(showticklabels=True, col=1, **tick_axis(q_labels, max_ticks=32))
-    fig.update_xaxes(showticklabels=True, row=n_layers, tickangle=-60, **tick_axis(keys, max_ticks=32))
+    cell = max(60, min(320, max(160, 8 * n_q), (MAX_WIDTH - 160) // n_heads))  # square panels within MAX_WIDTH
+    ticks = max(4, min(32, cell // 11))  # labels at least ~11 px apart
+    fig.update_yaxes(showticklabels=True, col=1, **tick_axis(q_labels, max_ticks=ticks))
+    fig.update_xaxes(
+        showticklabels=True, row=n_layers, tickangle=-90 if n_k > 16 else -60, **tick_axis(keys, max_ticks=ticks)
+    )
     fig.update_yaxes(title_text="query", col=1, row=(n_layers + 1) // 2)
     fig.update_xaxes(title_text="key", row=n_layers, col=(n_heads + 1) // 2)
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar_title="attention"))
-    cell = max(160, min(320, 8 * n_q))
-    return layout(fig, title, width=min(1400, cell * n_heads + 160), height=cell * n_layers + 120)
+    return layout(fig, title, width=cell * n_heads + 160, height=cell * n_layers + 120)

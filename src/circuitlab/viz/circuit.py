@@ -74,7 +74,12 @@ def circuit_graph(circuit: Any, title: str | None = None, max_edges: int = 300) 
     )
     ticks = [-1, *range(graph.n_layers), graph.n_layers]
     labels = ["input", *[f"layer {l}" for l in range(graph.n_layers)], "logits"]
-    layout(fig, title or f"circuit: {len(circuit)} of {graph.n_edges} edges", height=180 + 60 * graph.n_heads)
+    layout(
+        fig,
+        title or f"circuit: {len(circuit)} of {graph.n_edges} edges",
+        height=180 + 60 * graph.n_heads,
+        width=300 + 150 * graph.n_layers,
+    )
     fig.update_xaxes(tickvals=ticks, ticktext=labels, zeroline=False)
     fig.update_yaxes(visible=False, range=[-0.6, graph.n_heads - 0.3])  # room for the node labels
     return fig

@@ -85,4 +85,4 @@ def logit_lens_heatmap(
     fig.update_yaxes(autorange="reversed", title_text="stream")
     fig.update_xaxes(title_text="position (predicting the next token)", tickangle=-45)
     title = title or "logit lens: probability of the next token"
-    return layout(fig, title, width=min(1400, max(500, 160 + 24 * z.shape[1])), height=max(300, 140 + 30 * z.shape[0]))
+    return layout(fig, title, width=max(500, 160 + 24 * z.shape[1]), height=max(300, 140 + 30 * z.shape[0]))

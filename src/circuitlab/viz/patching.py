@@ -75,7 +75,7 @@ def layer_pos_heatmap(
     )
     fig.update_xaxes(title_text="position", tickangle=-45)
     fig.update_yaxes(title_text="layer", autorange="reversed")
-    return layout(fig, title, width=min(1400, max(640, 160 + 28 * z.shape[1])), height=max(300, 140 + 30 * z.shape[0]))
+    return layout(fig, title, width=max(640, 160 + 28 * z.shape[1]), height=max(300, 140 + 30 * z.shape[0]))
 
 
 def layer_head_heatmap(

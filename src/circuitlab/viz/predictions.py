@@ -132,11 +132,17 @@ class PromptTest:
             fills.append(["#e6f4ea" if w == answer else "white" for w, _, _ in self.top[i]])
         fig = go().Figure(
             go().Table(
+                columnwidth=[1] + [3] * len(self.answer_tokens),
                 header=dict(values=columns, fill_color="#f0f0f0", align="left"),
                 cells=dict(values=cells, align="left", fill_color=[["white"] * len(cells[0]), *fills]),
             )
         )
-        return layout(fig, title or "test_prompt: " + "".join(self.prompt_tokens)[:80], height=140 + 26 * len(cells[0]))
+        return layout(
+            fig,
+            title or "test_prompt: " + "".join(self.prompt_tokens)[:80],
+            height=140 + 26 * len(cells[0]),
+            width=max(500, 300 * len(columns)),
+        )
 
 
 @torch.no_grad()

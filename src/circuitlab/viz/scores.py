@@ -69,7 +69,7 @@ def head_scores_grid(
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar_title="score"))
     height = n_rows * max(200, 90 + 26 * n_layers) + 100
-    return layout(fig, title, width=min(1000, 160 + 210 * n_cols), height=height)
+    return layout(fig, title, width=160 + 210 * n_cols, height=height)
 
 
 def composition_matrix(

@@ -1,6 +1,10 @@
 """Static PNG for papers: the Plotly figures of circuitlab.viz redrawn with matplotlib (Agg, no display,
-no kaleido or browser). Heatmaps (also in subplot grids, with a shared colour axis), line/marker
-scatters, vertical marker lines and tables are drawn; other trace types raise an error."""
+no kaleido or browser). Heatmaps (also in subplot grids, with a shared colour axis, colour-bar titles),
+line/marker scatters (line widths, colours, opacity, marker sizes and colours, text labels), vertical
+marker lines and tables are drawn; other trace types raise an error. Hover-only text is not drawn. The
+image is cropped to what was drawn plus a small pad (`bbox_inches="tight"`), so no label is cut off.
+
+Sizes: a Plotly figure of W x H px becomes W/100 x H/100 inches, so one Plotly px is 0.72 pt."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 from ..files import atomic_write
 
 _MARGIN_PX = dict(left=80, right=110, bottom=70, top_title=75, top=30)  # around the plotting area
+_PT_PER_PX = 0.72  # figure inches = Plotly px / 100; 72 pt per inch
 
 
 def _rgb(color: str) -> tuple[float, float, float]:
@@ -112,10 +117,40 @@ def _heatmap(ax: Any, trace: Any, layout: Any, reversed_y: bool) -> Any:
     return image
 
 
+def _plain(text: str) -> str:
+    """Plotly's rich text as plain text: <br> -> newline, other tags dropped."""
+    return re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", str(text)))
+
+
 def _scatter(ax: Any, trace: Any) -> None:
+    """Lines and markers with the trace's widths, colours and opacity; text labels where the mode has "text"."""
     mode = trace.mode or "lines"
-    style = ("-" if "lines" in mode else "") + ("o" if "markers" in mode else "")
-    ax.plot(list(trace.x), list(trace.y), style or "-", label=trace.name, markersize=3, linewidth=1.2)
+    x, y = list(trace.x), list(trace.y)
+    alpha = 1.0 if trace.opacity is None else float(trace.opacity)
+    label = trace.name if trace.name and trace.showlegend is not False else "_nolegend_"
+    if "lines" in mode:
+        width = 1.2 if trace.line.width is None else float(trace.line.width) * _PT_PER_PX
+        ax.plot(x, y, "-", label=label, linewidth=width, color=trace.line.color, alpha=alpha, solid_capstyle="butt")
+        label = "_nolegend_"
+    if "markers" in mode:
+        marker = trace.marker
+        size = 6.0 if marker.size is None else marker.size  # Plotly: diameter in px
+        sizes = (np.asarray(size, dtype=float) * _PT_PER_PX) ** 2  # matplotlib: area in pt^2
+        colour = marker.color if marker.color is not None else (trace.line.color or "C0")
+        edge = marker.line.color if marker.line.width else "none"
+        edge_width = float(marker.line.width or 0) * _PT_PER_PX
+        ax.scatter(x, y, s=sizes, c=colour, alpha=alpha, label=label, edgecolors=edge or "#444",
+                   linewidths=edge_width, zorder=3)  # fmt: skip
+    if "text" in mode and trace.text is not None:
+        texts = [trace.text] * len(x) if isinstance(trace.text, str) else list(trace.text)
+        where = (trace.textposition or "middle center").split()
+        va = {"top": "bottom", "bottom": "top"}.get(where[0], "center")
+        ha = {"left": "right", "right": "left"}.get(where[-1], "center")
+        size = 6.0 if trace.marker.size is None or not np.isscalar(trace.marker.size) else float(trace.marker.size)
+        dy = {"bottom": 1, "top": -1}.get(va, 0) * (size / 2 + 2) * _PT_PER_PX
+        for xi, yi, text in zip(x, y, texts, strict=True):
+            ax.annotate(_plain(text), (xi, yi), xytext=(0, dy), textcoords="offset points", ha=ha, va=va,
+                        fontsize=8, zorder=4)  # fmt: skip
 
 
 def _table(ax: Any, trace: Any) -> None:
@@ -184,12 +219,25 @@ def render(fig: Any, dpi: int = 150) -> Any:
             ax.set_ylabel(ya.title.text, fontsize=9)
         if xa is not None and xa.type == "log":
             ax.set_xscale("log")
-        if xa is not None and xa.showticklabels is False:
-            ax.set_xticks([])
-        if ya is not None and ya.showticklabels is False:
-            ax.set_yticks([])
-        if len([line for line in ax.get_lines() if not line.get_label().startswith("_")]) > 1:
-            ax.legend(fontsize=7)
+        heat = any(img[1] is ax for img in images)
+        for axis, spec, which in ((ax.xaxis, xa, "x"), (ax.yaxis, ya, "y")):
+            if spec is None:
+                continue
+            if spec.showticklabels is False:
+                axis.set_ticks([])
+            if not heat and spec.tickvals is not None:  # numeric ticks of a scatter axis, with their labels
+                text = spec.ticktext if spec.ticktext is not None else spec.tickvals
+                axis.set_ticks(list(spec.tickvals), [_plain(t) for t in text], fontsize=8)
+            if not heat and spec.range is not None:
+                (ax.set_xlim if which == "x" else ax.set_ylim)(*spec.range)
+            if spec.visible is False:
+                axis.set_visible(False)
+                ax.spines[["left", "right"] if which == "y" else ["top", "bottom"]].set_visible(False)
+        if not heat:  # Plotly draws no box around a scatter plot
+            ax.spines[["top", "right"]].set_visible(False)
+        handles, labels = ax.get_legend_handles_labels()
+        if len(labels) > 1:  # beside the plot, as Plotly draws it
+            ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     for shape in layout.shapes:  # vertical marker lines (add_vline): checkpoints
         if shape.type == "line" and shape.x0 == shape.x1 and shape.yref and "domain" in shape.yref:
             ax = axes.get((_axis_name(shape.xref, "x"), _axis_name(shape.yref.split()[0], "y")))
@@ -198,10 +246,11 @@ def render(fig: Any, dpi: int = 150) -> Any:
     shared = [img for img in images if img[2].coloraxis]
     if shared:
         cax = out.add_axes([area[2] + 25 / width_px, area[1], 15 / width_px, area[3] - area[1]])
-        out.colorbar(shared[0][0], cax=cax)
+        bar = out.colorbar(shared[0][0], cax=cax)
+        _bar_title(bar, layout[shared[0][2].coloraxis].colorbar.title.text)
     for image, ax, trace in images:
         if not trace.coloraxis:
-            out.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            _bar_title(out.colorbar(image, ax=ax, fraction=0.046, pad=0.02), trace.colorbar.title.text)
     for note in layout.annotations:  # subplot titles
         if note.xref == "paper" and note.text:
             left, bottom, right, top = area
@@ -209,13 +258,22 @@ def render(fig: Any, dpi: int = 150) -> Any:
             y = bottom + float(note.y) * (top - bottom)
             out.text(x, y + 0.005, note.text, ha="center", va="bottom", fontsize=8)
     if layout.title.text:
+        title = _plain(layout.title.text)
         out.suptitle(
-            layout.title.text, fontsize=11 if len(layout.title.text) < 70 else 9, y=1 - 12 / height_px, va="top"
+            title, fontsize=11 if max(map(len, title.splitlines())) < 70 else 9, y=1 - 12 / height_px, va="top"
         )
     return out
+
+
+def _bar_title(bar: Any, text: str | None) -> None:
+    """The colour bar's title above it, as Plotly draws it."""
+    if text:
+        bar.ax.set_title(_plain(text), fontsize=8, loc="left", pad=6)
 
 
 def save_png(fig: Any, path: str | Path, dpi: int = 150) -> Path:
     """Write `fig` (a Plotly figure from circuitlab.viz) as a PNG through matplotlib, atomically."""
     image = render(fig, dpi=dpi)
-    return atomic_write(path, lambda tmp: image.savefig(tmp, format="png", dpi=dpi))
+    return atomic_write(
+        path, lambda tmp: image.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
+    )
