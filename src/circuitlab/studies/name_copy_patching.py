@@ -54,15 +54,18 @@ MIN_LAST_LAYER_HEADS_RESTORE = 0.5
 # 3-seed runs. One seed was run before (4 heads per layer, seed 0: the two residual checks failed).
 MIN_SEED_FRACTION = 1.0
 
-# The `name_copy` preset (batch 512, lr 1e-2, cosine, 800 steps): in a pilot run (seed 0) the loss sat at the
-# log 3 plateau (a bet on all three last names) until ~step 650, then induction formed (0.13 nats at step 800).
-# With one head per layer, 400 steps reach 0.004 nats (seed 0, measured here before this arm was judged).
+# Budgets. The `name_copy` preset (batch 512, lr 1e-2, cosine) sits at the log 3 plateau (a bet on all three
+# last names: layer 0 attends from the final position to every last name) until induction forms. At the
+# preset's 800 steps that happened in seed 0 only (top-1 0.97; seeds 1 and 2: 0.47 and 0.39, still on the
+# plateau): the cosine schedule has decayed the learning rate before the plateau is left. With 1600 steps,
+# seeds 1 and 2 leave it at steps 600 and 700 (eval loss 0.001 by step 800). So the 4-head arm trains 1600
+# steps: a budget set after that 3-seed run (thresholds unchanged). One head per layer: 800 steps (seeds 0-2
+# reach top-1 1.0; 400 steps already give 0.004 nats in seed 0).
 # Read a FAIL of `clean_accuracy` as "no induction formed in this budget", not as a patching result.
-STEPS = 800
-# arm -> heads per layer. "4 heads" is the preset; "1 head" the minimal model of the mechanism.
-ARMS = {"4 heads": 4, "1 head": 1}
-# Quick mode: the robust part (the 1-head model, where the claim holds) at 400 steps, one seed.
-QUICK_ARMS, QUICK_STEPS = {"1 head": 1}, 400
+# arm -> (heads per layer, training steps). "4 heads" is the preset; "1 head" the minimal model of the mechanism.
+ARMS = {"4 heads": (4, 1600), "1 head": (1, 800)}
+# Quick mode: the 1-head arm at 400 steps, one seed (the task is learned; the patching checks are measured).
+QUICK_ARMS = {"1 head": (1, 400)}
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
 
@@ -184,9 +187,9 @@ def run_seed(out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
         model, p = _natural(folder)
         return {"seed": seed, "arms": {"natural": measure(model, p)}}
     arms = {}
-    for arm, n_heads in (QUICK_ARMS if quick else ARMS).items():
+    for arm, (n_heads, steps) in (QUICK_ARMS if quick else ARMS).items():
         phase(f"{NAME}: seed {seed}, arm {arm}")
-        model, p = _toy(out_dir, seed, n_heads, QUICK_STEPS if quick else STEPS)
+        model, p = _toy(out_dir, seed, n_heads, steps)
         arms[arm] = measure(model, p)
     return {"seed": seed, "arms": arms}
 
@@ -245,9 +248,12 @@ def combine(out_dir: Path, per_seed: list[dict[str, Any]], quick: bool) -> Study
         checks += arm_checks
         texts.append(_explain(arm, rows, arm_checks))
         _figures(page, arm, rows[0])
-    if len(arm_names) > 1 and all(c.passed for c in checks if c.name.startswith(arm_names[-1])):
-        texts.append(f"The claim holds in the {arm_names[-1]} model and fails in the {arm_names[0]} one.")
-    measurements = {"per_seed": per_seed, "steps": per_seed[0]["arms"][arm_names[0]]["training_steps"]}
+    held = {arm: all(c.passed for c in checks if c.name.startswith(f"{arm}: ")) for arm in arm_names}
+    if len(arm_names) > 1 and len(set(held.values())) > 1:
+        yes, no = (", ".join(a for a in arm_names if held[a] is v) for v in (True, False))
+        texts.append(f"The claim holds in the {yes} model and not in the {no} one.")
+    steps = {arm: per_seed[0]["arms"][arm]["training_steps"] for arm in arm_names}
+    measurements = {"per_seed": per_seed, "steps": steps}
     return StudyResult(checks, measurements, page, " ".join(texts))
 
 
