@@ -93,8 +93,14 @@ def gpt2_state_dict(model: HookedTransformer) -> dict[str, torch.Tensor]:
         }
         if model.cfg.attn_only:  # an MLP whose output is exactly zero
             zero = model.embed.W_E.new_zeros
-            out |= {f"{h}.ln_2.weight": zero(d) + 1, f"{h}.ln_2.bias": zero(d), f"{h}.mlp.c_fc.weight": zero(d, 1),
-                    f"{h}.mlp.c_fc.bias": zero(1), f"{h}.mlp.c_proj.weight": zero(1, d), f"{h}.mlp.c_proj.bias": zero(d)}  # fmt: skip
+            out |= {
+                f"{h}.ln_2.weight": zero(d) + 1,
+                f"{h}.ln_2.bias": zero(d),
+                f"{h}.mlp.c_fc.weight": zero(d, 1),
+                f"{h}.mlp.c_fc.bias": zero(1),
+                f"{h}.mlp.c_proj.weight": zero(1, d),
+                f"{h}.mlp.c_proj.bias": zero(d),
+            }
         else:
             mlp = block.mlp
             out |= {
