@@ -91,10 +91,11 @@ PRESETS: dict[str, Preset] = {
     #   BPE 512, ctx 256, d64, attn-only, no LN, 1e-2 const 3500   499 s  .007/.006   0.24  +0.11   none
     # (first row: the full natural-induction run's training, ICL -0.007 beyond a unigram model's; an earlier
     # session measured 27.6 min for it on a busier machine; the issue reports a 900-step attention-only model:
-    # <= 0.01 vs 0.006.) None came near the census's 0.3: previous-token heads form slowly (0.16-0.32) and induction never
-    # starts; Olsson et al. 2022 place the phase change at roughly 2.5-5e9 training tokens, these runs saw
-    # 0.3-2.5e7. So tiny-lm stays as it is (one model serves natural-induction and fine-tune-circuits) and
-    # natural-induction's verdict is INCONCLUSIVE (a budget result, not a refutation).
+    # <= 0.01 vs 0.006.) None came near the census's 0.3: previous-token heads form slowly (0.04-0.32) and
+    # induction never starts; Olsson et al. 2022 place the phase change at roughly 2.5-5e9 training tokens,
+    # these runs saw 0.3-2.5e7 (batch 16, weight decay 0.01 where not said). So tiny-lm stays as it is (one model
+    # serves natural-induction and fine-tune-circuits) and natural-induction's verdict is INCONCLUSIVE (a budget
+    # result, not a refutation).
     "tiny-lm": Preset(
         task="text",
         task_params=dict(vocab_size=4096, length=256),
@@ -112,8 +113,8 @@ PRESETS: dict[str, Preset] = {
             checkpoint_every=250,
             n_log_checkpoints=14,
         ),
-        description="GPT-2-shaped 2-layer language model on Shakespeare (byte-level BPE 4096); 9 min on 1 thread (measured, "
-        "the other core busy)",
+        description="GPT-2-shaped 2-layer language model on Shakespeare (byte-level BPE 4096); 9 min on 1 thread "
+        "(measured, the other core busy)",
     ),
     "tictactoe": Preset(
         task="tictactoe",
