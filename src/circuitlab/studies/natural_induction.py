@@ -12,8 +12,9 @@ On a run of `circuitlab train text` (default `runs/text`, or `$CIRCUITLAB_TEXT_R
 
 "An induction head exists" is a precondition: without one the verdict is INCONCLUSIVE and its text says so. On
 this corpus none of the set-ups tried within CPU minutes formed one (vocabulary 258 / 512 / 4096, contexts 256 /
-512, attention-only or not, up to 6000 steps: the table beside the `tiny-lm` preset), so the full mode keeps
-`tiny-lm` and is expected to come out INCONCLUSIVE: a result about our budget, not about the claim.
+512, attention-only or not, up to 6000 steps or twice tiny-lm's budget: the table beside the `tiny-lm` preset),
+so the full mode keeps `tiny-lm` and is expected to come out INCONCLUSIVE: a result about our budget, not about
+the claim.
 """
 
 from __future__ import annotations
