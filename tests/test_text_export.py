@@ -55,10 +55,22 @@ def test_attention_without_scaling_and_relu_export(tmp_path) -> None:
         torch.testing.assert_close(hf(tokens).logits, model(tokens), atol=1e-4, rtol=0)
 
 
+def test_attention_only_export_is_the_same_function(tmp_path) -> None:
+    """An attention-only model is written with a zero MLP of width 1: transformers and from_pretrained agree."""
+    model = gpt2_shaped(attn_only=True)
+    folder = export_gpt2(model, tmp_path / "hf")
+    tokens = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(2))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, model(tokens), atol=1e-4, rtol=0)
+    loaded = HookedTransformer.from_pretrained(folder)
+    assert loaded.cfg.d_mlp == 1 and float(loaded.blocks[0].mlp.W_out.detach().abs().max()) == 0
+    torch.testing.assert_close(loaded(tokens).log_softmax(-1), model(tokens).log_softmax(-1), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        (dict(attn_only=True), "attn_only"),
         (dict(normalization_type="RMS"), "normalization_type"),
         (dict(positional_embedding_type="rotary"), "positional_embedding_type"),
     ],

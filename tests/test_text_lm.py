@@ -47,6 +47,11 @@ def test_natural_induction_quick(run_dir, tmp_path) -> None:
     assert [r["step"] for r in trajectory] == [s for s, _ in list_checkpoints(run_dir)]
     assert all(len(r["heads"]) == 8 and r["heldout_loss"] > 0 for r in trajectory)
     assert len(data["measurements"]["heads"]) == 8
+    # no induction head in 120 steps: the precondition fails, so the claim was not tested (never FAIL)
+    best = data["measurements"]["best_induction"]
+    assert best["head"] in trajectory[0]["heads"] and best["step"] in [r["step"] for r in trajectory]
+    if not data["measurements"]["induction_heads"]:
+        assert data["verdict"] == "INCONCLUSIVE" and "not tested" in data["explanation"]
     assert (tmp_path / "census_random_tokens.json").is_file() and "plotly" in (tmp_path / "report.html").read_text()
 
 

@@ -4,7 +4,9 @@ The inverse of the table in `circuitlab.loading.architectures.gpt2`: `config.jso
 `model.safetensors` under Hugging Face parameter names (Conv1D layout, fused qkv) and, when given, the
 tokenizer files, so `transformers.GPT2LMHeadModel.from_pretrained` and `HookedTransformer.from_pretrained`
 load it like any pretrained model. Only models GPT-2 can express are accepted (LayerNorm, learned positions,
-MLPs, no unembedding bias: GPT-2's `lm_head` has none); anything else is refused with the reason.
+no unembedding bias: GPT-2's `lm_head` has none); anything else is refused with the reason. An attention-only
+model is written with an all-zero MLP of width 1 in every block (its output is exactly 0: `b_out` and `W_out`
+are zero), so the exported GPT-2 computes the same function.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ def gpt2_incompatibilities(model: HookedTransformer) -> list[str]:
     checks = [
         (cfg.normalization_type == "LN", f"normalization_type={cfg.normalization_type!r} (GPT-2 uses 'LN')"),
         (cfg.positional_embedding_type == "standard", f"positional_embedding_type={cfg.positional_embedding_type!r}"),
-        (not cfg.attn_only, "attn_only=True (GPT-2 blocks have MLPs)"),
         (cfg.act_fn in HF_ACT, f"act_fn={cfg.act_fn!r} (supported: {sorted(HF_ACT)})"),
         (cfg.n_heads * cfg.d_head == cfg.d_model, f"n_heads * d_head = {cfg.n_heads * cfg.d_head} != d_model"),
         (cfg.n_key_value_heads is None, "grouped-query attention"),
@@ -54,7 +55,7 @@ def gpt2_config(model: HookedTransformer, bos_id: int = EOS_ID) -> dict[str, Any
         n_embd=cfg.d_model,
         n_layer=cfg.n_layers,
         n_head=cfg.n_heads,
-        n_inner=cfg.d_mlp,
+        n_inner=1 if cfg.attn_only else cfg.d_mlp,  # attention-only: a zero MLP of width 1
         activation_function=HF_ACT[cfg.act_fn],
         layer_norm_epsilon=cfg.eps,
         scale_attn_weights=cfg.attn_scale != 1.0,
@@ -78,8 +79,9 @@ def gpt2_state_dict(model: HookedTransformer) -> dict[str, torch.Tensor]:
         "transformer.ln_f.bias": model.ln_final.b,
         "lm_head.weight": model.unembed.W_U.T,
     }
+    d = model.cfg.d_model
     for l, block in enumerate(model.blocks):
-        h, attn, mlp = f"transformer.h.{l}", block.attn, block.mlp
+        h, attn = f"transformer.h.{l}", block.attn
         qkv = torch.stack([attn.W_Q, attn.W_K, attn.W_V])  # [3, head, d_model, d_head]
         out |= {
             f"{h}.ln_1.weight": block.ln1.w,
@@ -88,13 +90,27 @@ def gpt2_state_dict(model: HookedTransformer) -> dict[str, torch.Tensor]:
             f"{h}.attn.c_attn.bias": torch.stack([attn.b_Q, attn.b_K, attn.b_V]).flatten(),
             f"{h}.attn.c_proj.weight": attn.W_O.flatten(0, 1),  # [head * d_head, d_model]
             f"{h}.attn.c_proj.bias": attn.b_O,
-            f"{h}.ln_2.weight": block.ln2.w,
-            f"{h}.ln_2.bias": block.ln2.b,
-            f"{h}.mlp.c_fc.weight": mlp.W_in,  # Conv1D is [in, out] like ours
-            f"{h}.mlp.c_fc.bias": mlp.b_in,
-            f"{h}.mlp.c_proj.weight": mlp.W_out,
-            f"{h}.mlp.c_proj.bias": mlp.b_out,
         }
+        if model.cfg.attn_only:  # an MLP whose output is exactly zero
+            zero = model.embed.W_E.new_zeros
+            out |= {
+                f"{h}.ln_2.weight": zero(d) + 1,
+                f"{h}.ln_2.bias": zero(d),
+                f"{h}.mlp.c_fc.weight": zero(d, 1),
+                f"{h}.mlp.c_fc.bias": zero(1),
+                f"{h}.mlp.c_proj.weight": zero(1, d),
+                f"{h}.mlp.c_proj.bias": zero(d),
+            }
+        else:
+            mlp = block.mlp
+            out |= {
+                f"{h}.ln_2.weight": block.ln2.w,
+                f"{h}.ln_2.bias": block.ln2.b,
+                f"{h}.mlp.c_fc.weight": mlp.W_in,  # Conv1D is [in, out] like ours
+                f"{h}.mlp.c_fc.bias": mlp.b_in,
+                f"{h}.mlp.c_proj.weight": mlp.W_out,
+                f"{h}.mlp.c_proj.bias": mlp.b_out,
+            }
     return {k: v.detach().float().contiguous().cpu().clone() for k, v in out.items()}
 
 
