@@ -27,7 +27,7 @@ import torch
 
 from circuitlab import HookedTransformer, HookedTransformerConfig
 from circuitlab.analysis.discovery import ALL_METHODS, Ablation, Circuit, discover, edge_attribution
-from circuitlab.analysis.discovery.problems import induction_problem
+from circuitlab.analysis.discovery.problems import induction_problem, name_copy_problem
 from circuitlab.analysis.metrics import logit_diff
 from circuitlab.compiled import known_circuits
 
@@ -36,16 +36,27 @@ GPT2_SMALL = dict(
 )
 ACDC_THRESHOLD = 0.01
 IG_STEPS = 20
+IG_STEPS_SWEEP = (5, 20, 50)
 
 
-def trained_problems(steps: int) -> list:
+# (label, preset, heads per layer, problem builder): the trained models with an agreed circuit.
+TRAINED = (
+    ("induction 1-head", "induction", 1, induction_problem),
+    ("induction preset", "induction", 2, induction_problem),
+    ("name-copy 1-head", "name_copy", 1, name_copy_problem),
+    ("name-copy preset", "name_copy", 4, name_copy_problem),
+)
+
+
+def trained_problems(steps: dict[str, int], seed: int = 0) -> list:
+    """One problem per entry of TRAINED, its model trained for steps[preset] with `seed`."""
     from circuitlab.studies.common import train_preset
 
     out = []
-    for heads, label in ((1, "induction 1-head (trained)"), (2, "induction preset (trained)")):
-        task, result = train_preset("induction", 0, steps, model={"n_heads": heads})
-        problem = induction_problem(result.model, task)
-        problem.name = label
+    for label, preset, heads, build in TRAINED:
+        task, result = train_preset(preset, seed, steps[preset], model={"n_heads": heads})
+        problem = build(result.model, task, seed=seed)
+        problem.name = f"{label} (trained)"
         out.append(problem)
     return out
 
@@ -76,6 +87,51 @@ def cell(row: dict) -> str:
     return f"AUC {row['auc']:.3f} F@k {row['faith']:.3f} k90 {row['k90']} {row['s']:.2f}s"
 
 
+def method_ranking(problem, ablation: str) -> dict[str, dict]:
+    """EAP and EAP-IG (at several step counts) on one problem and ablation: faithfulness of the top-k circuit at
+    k = |agreed circuit| (circuits of equal size, as Hanna et al. 2024 compare them), the curve's area over all
+    k and over k <= 2 |agreed|, and how far each estimate is from the exact effect of ablating each edge alone."""
+    exp = Ablation(problem.model, problem.clean, problem.corrupted, problem.metric, ablation)
+    g, k = exp.graph, len(problem.true_edges)
+    alone = ~torch.eye(g.n_edges, dtype=torch.bool)  # row i: every edge but i kept
+    exact = exp.metrics(alone) - exp.clean_metric
+    out = {}
+    for method, steps in (("eap", 1), *(("eap-ig", n) for n in IG_STEPS_SWEEP)):
+        scores = edge_attribution(
+            problem.model, problem.clean, problem.corrupted, problem.metric, method, steps, ablation
+        ).double()
+        curve = exp.curve(scores, n_points=None)
+        f = curve.faithfulness
+        out[method if method == "eap" else f"eap-ig {steps}"] = {
+            "f@k": f[k],
+            "area": curve.area,
+            "area<=2k": sum(f[: 2 * k + 1]) / (2 * k + 1),
+            "error": float((scores - exact).norm() / exact.norm()),
+        }
+    return out
+
+
+def ranking_table(seeds: list[int], steps: dict[str, int]) -> None:
+    """EAP vs EAP-IG over seeds, ablations and IG steps on the trained models (target: EAP-IG >= EAP)."""
+    keys = ("f@k", "area", "area<=2k", "error")
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for seed in seeds:
+        for problem in trained_problems(steps, seed):
+            for ablation in ("corrupted", "mean"):
+                rows.setdefault((problem.name, ablation), []).append(method_ranking(problem, ablation))
+    methods = ["eap", *(f"eap-ig {n}" for n in IG_STEPS_SWEEP)]
+    print(f"\nEAP vs EAP-IG on the trained models, seeds {seeds}: mean (sd) over seeds")
+    print(f"{'model':28}{'ablation':11}{'method':12}" + "".join(f"{k:>17}" for k in keys) + "   IG-EAP in f@k per seed")
+    for (name, ablation), per_seed in rows.items():
+        for m in methods:
+            stats = []
+            for key in keys:
+                v = torch.tensor([r[m][key] for r in per_seed], dtype=torch.float64)
+                stats.append(f"{float(v.mean()):9.3f} ({float(v.std()) if len(v) > 1 else 0.0:.3f})")
+            diff = " ".join(f"{r[m]['f@k'] - r['eap']['f@k']:+.3f}" for r in per_seed) if m != "eap" else ""
+            print(f"{name:28}{ablation:11}{m:12}" + "".join(f"{x:>17}" for x in stats) + f"   {diff}")
+
+
 def gpt2_eap_seconds() -> tuple[float, int]:
     model = HookedTransformer(HookedTransformerConfig(**GPT2_SMALL, seed=0))
     gen = torch.Generator().manual_seed(0)
@@ -90,10 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=600, help="training steps of the trained induction models")
+    parser.add_argument("--name-copy-steps", type=int, default=800, help="training steps of the name-copy models")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the EAP vs EAP-IG comparison (0 to skip)")
     parser.add_argument("--no-gpt2", action="store_true", help="skip the GPT-2-small-shaped EAP timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    problems = known_circuits() + trained_problems(args.steps)
+    steps = {"induction": args.steps, "name_copy": args.name_copy_steps}
+    problems = known_circuits() + trained_problems(steps)
     results = {p.name: score(p) for p in problems}
     names = list(results)
     width = max(len(cell(results[n]["eap"])) for n in names) + 2
@@ -120,6 +179,8 @@ def main() -> None:
             f"  ACDC and EAP agree on {n}: ACDC {len(found)} edges, same as EAP's top {len(found)} -> "
             f"{top == set(found.edges)}"
         )
+    if args.seeds:
+        ranking_table(list(range(args.seeds)), steps)
     if not args.no_gpt2:
         seconds, n_edges = gpt2_eap_seconds()
         print(
