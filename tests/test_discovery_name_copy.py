@@ -7,7 +7,7 @@ import torch
 
 from circuitlab import HookedTransformer, HookedTransformerConfig
 from circuitlab.analysis.discovery import Ablation, Circuit
-from circuitlab.analysis.discovery.problems import AnswerVsOthers, name_copy_problem
+from circuitlab.analysis.discovery.problems import AnswerVsOthers, name_copy_problem, task_problem
 from circuitlab.tasks import make_task
 
 
@@ -33,6 +33,7 @@ def test_corruption_changes_only_the_asked_persons_earlier_first_name():
     assert not (metric.others == metric.answers[:, None]).any()
     assert p.true_edges[0].startswith("input->a0.") and p.true_edges[-1].endswith("->logits")
     assert any(e.startswith("a0.") and e.startswith("a1.", e.index(">") + 1) for e in p.true_edges)  # K-composition
+    assert task_problem(model, task, batch=40, seed=3).true_edges == p.true_edges  # the CLI / lab's dispatch
 
 
 def test_answer_vs_others_metric():

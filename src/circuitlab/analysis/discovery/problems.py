@@ -137,11 +137,14 @@ class TargetLogProb:
 
 
 def task_problem(model: HookedTransformer, task, batch: int = 32, seed: int = 0) -> Problem:
-    """A discovery problem for any task: `repeated_tokens` on a model of 2+ layers gets `induction_problem`
-    (with its agreed circuit); any other task compares its batch with another batch of the same task
-    (seed + 1) under the mean log-probability of the scored targets, with no known circuit."""
+    """A discovery problem for any task: on a model of 2+ layers `repeated_tokens` gets `induction_problem`
+    and `name_copy` gets `name_copy_problem` (with their agreed circuits); any other task compares its batch
+    with another batch of the same task (seed + 1) under the mean log-probability of the scored targets, with
+    no known circuit."""
     if getattr(task, "name", None) == "repeated_tokens" and model.cfg.n_layers >= 2:
         return induction_problem(model, task, batch, seed)
+    if getattr(task, "name", None) == "name_copy" and model.cfg.n_layers >= 2:
+        return name_copy_problem(model, task, batch, seed)
     data = task.generate(batch, seed)
     corrupted = task.generate(batch, seed + 1).tokens
     if corrupted.shape != data.tokens.shape:
