@@ -48,12 +48,16 @@ TRAINED = (
 )
 
 
-def trained_problems(steps: dict[str, int], seed: int = 0) -> list:
-    """One problem per entry of TRAINED, its model trained for steps[preset] with `seed`."""
+def trained_problems(
+    steps: dict[str, int], seed: int = 0, presets: tuple[str, ...] = ("induction", "name_copy")
+) -> list:
+    """One problem per entry of TRAINED (of `presets`), its model trained for steps[preset] with `seed`."""
     from circuitlab.studies.common import train_preset
 
     out = []
     for label, preset, heads, build in TRAINED:
+        if preset not in presets:
+            continue
         task, result = train_preset(preset, seed, steps[preset], model={"n_heads": heads})
         problem = build(result.model, task, seed=seed)
         problem.name = f"{label} (trained)"
@@ -111,16 +115,22 @@ def method_ranking(problem, ablation: str) -> dict[str, dict]:
     return out
 
 
-def ranking_table(seeds: list[int], steps: dict[str, int]) -> None:
-    """EAP vs EAP-IG over seeds, ablations and IG steps on the trained models (target: EAP-IG >= EAP)."""
+def ranking_table(seeds: list[int], steps: dict[str, int], name_copy_seeds: int) -> None:
+    """EAP vs EAP-IG over seeds, ablations and IG steps on the trained models (target: EAP-IG >= EAP); the
+    name-copy models (minutes of training each) on the first `name_copy_seeds` seeds only."""
     keys = ("f@k", "area", "area<=2k", "error")
     rows: dict[tuple[str, str], list[dict]] = {}
-    for seed in seeds:
-        for problem in trained_problems(steps, seed):
+    for i, seed in enumerate(seeds):
+        presets = ("induction", "name_copy") if i < name_copy_seeds else ("induction",)
+        for problem in trained_problems(steps, seed, presets):
             for ablation in ("corrupted", "mean"):
                 rows.setdefault((problem.name, ablation), []).append(method_ranking(problem, ablation))
     methods = ["eap", *(f"eap-ig {n}" for n in IG_STEPS_SWEEP)]
     print(f"\nEAP vs EAP-IG on the trained models, seeds {seeds}: mean (sd) over seeds")
+    print(
+        "  f@k: faithfulness of the top-k circuit, k = |agreed circuit| (equal sizes); area: mean over all k; "
+        "area<=2k: mean over k <= 2|agreed|;\n  error: ||score - exact single-edge ablation effect|| / ||exact||"
+    )
     print(f"{'model':28}{'ablation':11}{'method':12}" + "".join(f"{k:>17}" for k in keys) + "   IG-EAP in f@k per seed")
     for (name, ablation), per_seed in rows.items():
         for m in methods:
@@ -148,6 +158,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps of the trained induction models")
     parser.add_argument("--name-copy-steps", type=int, default=800, help="training steps of the name-copy models")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the EAP vs EAP-IG comparison (0 to skip)")
+    parser.add_argument("--name-copy-seeds", type=int, help="of those, how many for the name-copy models (all)")
     parser.add_argument("--no-gpt2", action="store_true", help="skip the GPT-2-small-shaped EAP timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -180,7 +191,9 @@ def main() -> None:
             f"{top == set(found.edges)}"
         )
     if args.seeds:
-        ranking_table(list(range(args.seeds)), steps)
+        ranking_table(
+            list(range(args.seeds)), steps, args.seeds if args.name_copy_seeds is None else args.name_copy_seeds
+        )
     if not args.no_gpt2:
         seconds, n_edges = gpt2_eap_seconds()
         print(
