@@ -154,4 +154,4 @@ def _page(first, m: dict) -> Page:
     return page
 
 
-register(Study(NAME, CLAIM, run, default_seeds=3, quick_seeds=1, measured_s=(None, None)))
+register(Study(NAME, CLAIM, run, default_seeds=3, quick_seeds=1, measured_s=(21, 60)))
