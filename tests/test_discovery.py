@@ -17,6 +17,7 @@ from circuitlab.analysis.discovery import (
     sender_activations,
 )
 from circuitlab.analysis.metrics import logit_diff
+from circuitlab.viz.circuit import circuit_graph
 
 from .conftest import CONFIGS, small_cfg
 
@@ -42,8 +43,10 @@ def test_graph_counts_match_gpt2_small():
 
 
 @pytest.mark.parametrize(
-    "name", ["ln_mlp_gelu", "attn_only_no_ln", "parallel_attn_mlp", "rotary", "rms_silu", "no_pos_embed"]
-)
+    "name",
+    ["ln_mlp_gelu", "attn_only_no_ln", "parallel_attn_mlp", "rotary", "rms_silu", "no_pos_embed", "gqa", "llama_like",
+     "ungrouped_gqa_rotary"],
+)  # fmt: skip
 def test_keeping_every_edge_is_clean_and_none_is_corrupted(name):
     model = _model(**CONFIGS[name])
     clean, corrupted = _tokens(0), _tokens(1)
@@ -56,9 +59,55 @@ def test_keeping_every_edge_is_clean_and_none_is_corrupted(name):
     assert not model.cfg.use_split_qkv_input and not model.cfg.use_attn_result  # config restored
 
 
-def test_grouped_query_attention_is_refused():
-    with pytest.raises(ValueError, match="grouped-query"):
-        Graph.from_model(_model(n_key_value_heads=2))
+def test_grouped_query_attention_has_key_value_receivers_per_kv_head():
+    g = Graph.from_model(_model(n_key_value_heads=2))  # 4 query heads, 2 KV heads: groups {0, 1}, {2, 3}
+    layer1 = g.receivers[g.qkv_receivers(1)]
+    assert layer1 == [*(f"a1.h{h}<q>" for h in range(4)), "a1.kv0<k>", "a1.kv1<k>", "a1.kv0<v>", "a1.kv1<v>"]
+    assert g.receivers[g.head_receiver(1, 3, "k")] == "a1.kv1<k>"
+    assert g.receivers[g.head_receiver(1, 2, "v")] == "a1.kv1<v>"
+    assert g.receiver_senders(g.head_receiver(1, 2, "k")) == [g.head_sender(1, 2), g.head_sender(1, 3)]
+    # 4 fewer k/v receivers per layer, reading 1 sender (the input) in layer 0 and 6 in layer 1.
+    assert g.n_edges == Graph(2, 4, True).n_edges - 4 * (1 + 6)
+    assert "a0.h1->a1.kv0<k>" in g.edge_names and "a0.h1->a1.h0<k>" not in g.edge_names
+    ungrouped = _model(n_key_value_heads=2, ungroup_grouped_query_attention=True)  # keys computed per query head
+    assert Graph.from_model(ungrouped).receivers == Graph(2, 4, True).receivers
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        Graph(2, 4, True, n_kv_heads=3)
+
+
+def test_gqa_edge_ablation_patches_the_whole_groups_key_input():
+    """Ablating a0.h1 -> a1.kv1<k> = layer 1's key input of KV head 1 (read by query heads 2 and 3) patched by
+    hand; with ungrouped keys the same patch on both of the group's per-head inputs."""
+    model = _model(n_key_value_heads=2, positional_embedding_type="rotary", normalization_type="RMS")
+    clean, corrupted = _tokens(0), _tokens(1)
+    g = Graph.from_model(model)
+    keep = g.valid.clone()
+    keep[g.head_sender(0, 1), g.edge_index[g.edge_id("a0.h1->a1.kv1<k>"), 1]] = False
+    got = run_with_edges(model, clean, sender_activations(model, corrupted, g), keep.double(), g)
+    model.cfg.use_attn_result = model.cfg.use_split_qkv_input = True
+    try:
+        _, c_clean = model.run_with_cache(clean)
+        _, c_corr = model.run_with_cache(corrupted)
+        shift = c_clean["blocks.0.attn.hook_result"][:, :, 1] - c_corr["blocks.0.attn.hook_result"][:, :, 1]
+
+        def patch(x, hook):
+            x[:, :, 1] -= shift
+            return x
+
+        want = model.run_with_hooks(clean, fwd_hooks=[("blocks.1.hook_k_input", patch)])
+        model.set_ungroup_grouped_query_attention(True)
+
+        def patch_both(x, hook):
+            x[:, :, 2:4] -= shift[:, :, None]
+            return x
+
+        ungrouped = model.run_with_hooks(clean, fwd_hooks=[("blocks.1.hook_k_input", patch_both)])
+    finally:
+        model.cfg.use_attn_result = model.cfg.use_split_qkv_input = False
+        model.set_ungroup_grouped_query_attention(False)
+    torch.testing.assert_close(got, want.detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(ungrouped.detach(), want.detach(), atol=1e-10, rtol=0)
+    assert (got - model(clean)).abs().max() > 1e-4  # the patch did something
 
 
 def test_single_edge_ablation_equals_path_patching_by_hand():
@@ -86,7 +135,8 @@ def test_single_edge_ablation_equals_path_patching_by_hand():
 
 
 @pytest.mark.parametrize("name,ablation", [("ln_mlp_gelu", "corrupted"), ("attn_only_no_ln", "corrupted"),
-                                           ("ln_mlp_gelu", "mean")])  # fmt: skip
+                                           ("ln_mlp_gelu", "mean"), ("llama_like", "corrupted"),
+                                           ("gqa_rotary_rms", "mean")])  # fmt: skip
 def test_eap_is_the_linear_limit_of_edge_ablation(name, ablation):
     """EAP = d metric / d (fraction of the edge ablated) at 0, for every edge: a finite difference."""
     model = _model(**CONFIGS[name])
@@ -162,8 +212,9 @@ def test_mean_ablation_and_input_errors():
         Ablation(model, clean, clean, logit_diff(3, 5))
 
 
-def test_curve_and_acdc_on_a_random_model():
-    model = _model(n_heads=2, d_head=16)
+@pytest.mark.parametrize("overrides", [dict(n_heads=2, d_head=16), dict(n_key_value_heads=2)], ids=["mha", "gqa"])
+def test_curve_and_acdc_on_a_random_model(overrides):
+    model = _model(**overrides)
     clean, corrupted = _tokens(0), _tokens(1)
     metric = logit_diff(3, 5)
     exp = Ablation(model, clean, corrupted, metric)
@@ -175,6 +226,7 @@ def test_curve_and_acdc_on_a_random_model():
     assert k9 is not None and exp.evaluate(Circuit.top_k(exp.graph, scores, k9)) >= 0.9
     found = acdc(model, clean, corrupted, metric, threshold=0.02, experiment=exp)
     assert 0 < len(found) < exp.graph.n_edges
+    assert len(circuit_graph(found).data) == len(found) + 1  # one trace per edge, then the nodes
     # Every removal moved the metric by < 2% of its range, so the result stays near the model.
     assert abs(exp.evaluate(found) - 1) < 0.02 * len(found.complement()) + 1e-9
     assert set(found.edges) <= set(exp.graph.edge_names)

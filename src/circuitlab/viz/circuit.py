@@ -15,6 +15,9 @@ _QKV_OFFSET = {"q": 0.22, "k": 0.0, "v": -0.22}
 
 def _node_xy(graph: Any, node: str) -> tuple[float, float]:
     x = graph.node_layer(node)
+    if ".kv" in node:  # a KV head (grouped-query attention): the middle of its group of query heads
+        first = int(node.split(".kv")[1]) * graph.group
+        return x, float(graph.n_heads - 1 - first - (graph.group - 1) / 2)
     if node.startswith("a"):
         return x, float(graph.n_heads - 1 - int(node.split(".h")[1]))
     return x, (graph.n_heads - 1) / 2

@@ -35,11 +35,10 @@ def acdc(
     keep = graph.valid.clone()  # [sender, receiver]
     scores = torch.zeros(keep.shape, dtype=torch.float64)
     current = exp.clean_metric
-    sender_of = {name: i for i, name in enumerate(graph.senders)}
     n_up = graph.n_upstream
     for r in reversed(range(len(graph.receivers))):
-        node = graph.receiver_node(r)
-        if node != "logits" and not keep[sender_of[node]].any():
+        fed = graph.receiver_senders(r)  # its head (a KV head's whole query group), its MLP; none for logits
+        if fed and not keep[fed].any():
             keep[:, r] = False  # dead node: nothing it computes reaches the logits
             continue
         for s in reversed(range(int(n_up[r]))):

@@ -71,14 +71,14 @@ def sender_activations(model: HookedTransformer, tokens: torch.Tensor, graph: Gr
     return acts
 
 
-def _receiver_hook_names(graph: Graph) -> list[tuple[str, int, slice, int]]:
-    """(hook name, layer-or-(-1), receiver slice, number of upstream senders) for each receiver group."""
+def _receiver_hook_names(graph: Graph) -> list[tuple[str, slice, int]]:
+    """(hook name, receiver slice, number of upstream senders) for each receiver group."""
     out = []
     for layer in range(graph.n_layers):
-        qkv = graph.qkv_receivers(layer)
-        h = graph.n_heads
-        for i, which in enumerate(("q", "k", "v")):
-            sl = slice(qkv.start + i * h, qkv.start + (i + 1) * h)
+        start, h, kv = graph.qkv_receivers(layer).start, graph.n_heads, graph.kv_heads
+        # hook_q_input has one copy per head, hook_k_input / hook_v_input one per KV head (grouped-query).
+        for which, sl in (("q", slice(start, start + h)), ("k", slice(start + h, start + h + kv)),
+                          ("v", slice(start + h + kv, start + h + 2 * kv))):  # fmt: skip
             out.append((f"blocks.{layer}.hook_{which}_input", sl, graph.n_upstream_attn(layer)))
         if graph.has_mlp:
             r = graph.mlp_receiver(layer)

@@ -137,15 +137,112 @@ class TargetLogProb:
 
 
 def task_problem(model: HookedTransformer, task, batch: int = 32, seed: int = 0) -> Problem:
-    """A discovery problem for any task: `repeated_tokens` on a model of 2+ layers gets `induction_problem`
-    (with its agreed circuit); any other task compares its batch with another batch of the same task
-    (seed + 1) under the mean log-probability of the scored targets, with no known circuit."""
+    """A discovery problem for any task: on a model of 2+ layers `repeated_tokens` gets `induction_problem`
+    and `name_copy` gets `name_copy_problem` (with their agreed circuits); any other task compares its batch
+    with another batch of the same task (seed + 1) under the mean log-probability of the scored targets, with
+    no known circuit."""
     if getattr(task, "name", None) == "repeated_tokens" and model.cfg.n_layers >= 2:
         return induction_problem(model, task, batch, seed)
+    if getattr(task, "name", None) == "name_copy" and model.cfg.n_layers >= 2:
+        return name_copy_problem(model, task, batch, seed)
     data = task.generate(batch, seed)
     corrupted = task.generate(batch, seed + 1).tokens
     if corrupted.shape != data.tokens.shape:
         raise ValueError(f"task {task.name!r} draws sequences of varying length: clean and corrupted must match")
     return Problem(
         task.name, model, data.tokens, corrupted, TargetLogProb(data.targets, data.loss_mask), [], "no known circuit"
+    )
+
+
+class AnswerVsOthers:
+    """Mean over the batch of logit[answer] - mean logit[others] at one position per prompt: answers [batch],
+    others [batch, n], pos [batch]; logits [..., batch, pos, vocab] -> [...]."""
+
+    def __init__(self, answers: torch.Tensor, others: torch.Tensor, pos: torch.Tensor) -> None:
+        if not (answers.ndim == 1 and others.ndim == 2 and pos.shape == answers.shape == others.shape[:1]):
+            raise ValueError(
+                f"answers {tuple(answers.shape)} and pos {tuple(pos.shape)} must be [batch], others "
+                f"{tuple(others.shape)} [batch, n]"
+            )
+        self.answers, self.others, self.pos = answers.long(), others.long(), pos.long()
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(self.pos), device=logits.device)
+        final = logits[..., rows, self.pos.to(logits.device), :]  # [..., batch, vocab]
+        lead = final.shape[:-2]
+        answer = final.gather(-1, self.answers.to(logits.device).expand(*lead, -1)[..., None])[..., 0]
+        others = final.gather(-1, self.others.to(logits.device).expand(*lead, -1, -1)).mean(-1)
+        return (answer - others).mean(-1)
+
+
+def name_copy_roles(model: HookedTransformer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head roles on a `name_copy` batch, measured from attention patterns only: (previous-token
+    [layer, head]: mean attention from each last name to its first name, the position before; induction
+    [layer, head]: mean attention from the final position to the asked person's last name)."""
+    tokens = batch.tokens
+    rows = torch.arange(len(tokens))
+    end, answer_pos = batch.metadata["end_pos"], batch.metadata["answer_pos"]
+    last_pos = batch.metadata["last_pos"]  # [batch, person]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    pattern = torch.stack([cache[n] for n in names])  # [layer, batch, head, query, key]
+    pattern = pattern.permute(0, 2, 1, 3, 4)  # [layer, head, batch, query, key]
+    prev = pattern[:, :, rows[:, None], last_pos, last_pos - 1].mean((-2, -1))
+    induction = pattern[:, :, rows, end, answer_pos].mean(-1)
+    return prev.cpu(), induction.cpu()
+
+
+def name_copy_problem(model: HookedTransformer, task, batch: int = 64, seed: int = 0) -> Problem:
+    """A trained 2-layer model on `name_copy` ("... Alex Hart ... Alex" -> "Hart"). Corrupted: the asked
+    person's EARLIER first name is replaced by a first name absent from the prompt, so the final first name
+    matches no earlier one; metric: logit of the answer minus the mean logit of the other people's last
+    names, at the final position (the model picks the right person: ~0 when it cannot tell them apart).
+
+    The agreed circuit follows from head roles measured on the clean prompts (`name_copy_roles`), with the
+    census levels (previous-token >= 0.4 in layer 0, induction >= 0.3 in layer 1; the best head if none):
+    the previous-token heads read the changed first name (input -> <v>), write it at the last name's
+    position where the induction heads' keys read it (K-composition), and the induction heads write the
+    logits. Their query (the final first name) and value (the last name) inputs read tokens the corruption
+    leaves unchanged, so those edges carry none of the clean / corrupted difference and are not in it."""
+    from ..census import INDUCTION, THRESHOLDS
+
+    if getattr(task, "name", None) != "name_copy" or model.cfg.n_layers < 2:
+        raise ValueError("name_copy_problem needs the name_copy task and a model of 2+ layers")
+    data = task.generate(batch, seed)
+    k = task.n_people
+    slots = task.slots[data.metadata["template"]]  # [batch, pos] slot codes: 2i + 1 first name, 2i + 2 last name
+    people = torch.arange(k)
+    first_pos = (slots[:, None, :] == 2 * people[None, :, None] + 1).int().argmax(-1)  # [batch, person]
+    last_pos = (slots[:, None, :] == 2 * people[None, :, None] + 2).int().argmax(-1)
+    rows = torch.arange(batch)
+    data.metadata["last_pos"] = last_pos
+    asked_first = data.metadata["answer_pos"] - 1  # every template writes "{Fi} {Li}"
+    if not (slots[rows, asked_first] % 2 == 1).all():
+        raise ValueError("the task's templates must put each first name right before its last name")
+    # A first name none of the prompt's people has (first_ids in the prompt are distinct).
+    gen = torch.Generator().manual_seed(seed + 1)
+    in_prompt = (data.tokens[rows[:, None], first_pos][:, :, None] == task.first_ids[None, None]).any(1)
+    weights = (~in_prompt).float()  # [batch, first name]
+    fresh = task.first_ids[torch.multinomial(weights, 1, generator=gen)[:, 0]]
+    corrupted = data.tokens.clone()
+    corrupted[rows, asked_first] = fresh
+    answers = data.metadata["answer"]
+    lasts = data.tokens[rows[:, None], last_pos]  # [batch, person]
+    others = lasts[lasts != answers[:, None]].view(batch, k - 1)
+    prev_scores, ind_scores = name_copy_roles(model, data)
+    prev = _heads_above(prev_scores, 0, THRESHOLDS["previous-token"][1])
+    ind = _heads_above(ind_scores, 1, INDUCTION[1])
+    name = lambda h: f"a{h[0]}.h{h[1]}"  # noqa: E731
+    edges = [f"input->{name(p)}<v>" for p in prev]
+    edges += [f"{name(p)}->{name(i)}<k>" for i in ind for p in prev] + [f"{name(i)}->logits" for i in ind]
+    label = lambda heads: ", ".join(f"L{l}H{h}" for l, h in heads)  # noqa: E731
+    return Problem(
+        "name-copy (trained)",
+        model,
+        data.tokens,
+        corrupted,
+        AnswerVsOthers(answers, others, data.metadata["end_pos"]),
+        edges,
+        f"previous-token heads {label(prev)} -> K input of induction heads {label(ind)} -> logits",
     )
