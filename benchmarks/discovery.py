@@ -39,6 +39,10 @@ size (k = |agreed|, as Hanna et al. 2024 do), corrupted ablation, mean (sd) over
   circuit is derived for the corrupted-run ablation, and the top-k circuits keep about 0 (1-head) or
   swing with a near-zero denominator (preset: sd 2.4).
 The area over all k hides most of this (it averages the flat tail where every ranking is complete).
+Doubtful: the 4-head name-copy preset was trained the preset's 800 steps (the default --name-copy-steps). The
+name-copy-patching study found that at 800 steps two of three seeds of that preset are still on the log-3
+plateau and that 1600 steps train all three; its 0.811 agreed-circuit faithfulness (eval loss 0.13) may be a
+partly trained model's. Not re-measured at 1600 steps.
 """
 
 from __future__ import annotations
