@@ -369,6 +369,8 @@ def test_workers_run_seeds_in_parallel_processes_and_summary_lists_every_study(t
     for name in ALL:  # studies without a verdict are listed, not hidden
         assert f"| {name} |" in text
     assert "not run" in text
+    wall = written["wall_time_s"] / 60
+    assert f"Full runs listed: 1, {wall:.0f} min of wall time together" in text
     assert main(["study", "--summary", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
 

@@ -75,6 +75,11 @@ def summary_markdown(runs_dir: str | Path, out_path: str | Path) -> str:
             f"| {name} | {_cell(v['claim'])} | {_cell(v.get('source', ''))} | **{v['verdict']}** | {numbers} | "
             f"{len(v['seeds'])} | {'quick' if v['quick'] else 'full'} | {_wall(v)} | [report]({link}) |"
         )
+    full = [v for v, _ in verdicts.values() if not v["quick"]]
+    if full:
+        total = sum(v["wall_time_s"] for v in full)
+        note = "a study that reuses an already trained model, e.g. the tiny-lm, counts only its own time"
+        lines += ["", f"Full runs listed: {len(full)}, {total / 60:.0f} min of wall time together ({note})."]
     return "\n".join(lines) + "\n"
 
 
