@@ -36,11 +36,10 @@ $(CORPUS): $(STAMP)
 # The one-command studies in full (`circuitlab study --list`), each writing runs/studies/NAME/verdict.json and
 # report.html, then docs/studies.md from the verdicts. A study whose claim FAILs (or is INCONCLUSIVE) does not
 # stop the others; a crash does. STUDY_WORKERS processes run independent seeds (studies with per-seed runs:
-# periodic-sequences) with one torch thread each. Time on this 2-core machine, an ESTIMATE from the parts
-# measured here (machine shared): 8 studies measured in full took 18 min together (periodic-sequences 614 s
-# with 2 workers, attention-scaling 203 s, the other six 20-68 s each); natural-induction, fine-tune-circuits
-# board-state and induction-circuit-discovery were not measured in their current form (natural-induction 161 s and fine-tune-circuits
-# 461 s earlier, plus training the tiny-lm and othello6 models if absent). Well within 3 hours.
+# periodic-sequences, name-copy-patching) with one torch thread each. Measured on this 2-core machine on
+# 2026-12-02, each study run separately while 1-3 other jobs shared the cores (so these are upper bounds): 88 min
+# together (docs/studies.md): board-state 2460 s, name-copy-patching 1003 s (1 worker), periodic-sequences 907 s
+# (2 workers), the other nine 44-172 s each; plus 532 s to train the tiny-lm when runs/text is absent. Within 3 hours.
 STUDIES := induction-needs-two-layers induction-circuit induction-circuit-discovery no-causal-mask no-positional-embedding \
 	attention-scaling periodic-sequences phase-change name-copy-patching natural-induction fine-tune-circuits \
 	board-state

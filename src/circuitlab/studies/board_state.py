@@ -295,6 +295,6 @@ STUDY = register(
         run=run,
         default_seeds=1,
         source="Li et al. 2023 (Othello-GPT), Nanda et al. 2023 (linear board-state representations)",
-        measured_s=(9, None),
+        measured_s=(9, 2460),  # full: 1 seed, measured with 1-3 other jobs on the 2 cores
     )
 )
