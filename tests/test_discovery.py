@@ -75,6 +75,13 @@ def test_grouped_query_attention_has_key_value_receivers_per_kv_head():
         Graph(2, 4, True, n_kv_heads=3)
 
 
+def _l0h1_result_shift(model, clean, corrupted):
+    """What head L0H1 writes in the clean run minus in the corrupted one (needs use_attn_result)."""
+    _, c_clean = model.run_with_cache(clean)
+    _, c_corr = model.run_with_cache(corrupted)
+    return c_clean["blocks.0.attn.hook_result"][:, :, 1] - c_corr["blocks.0.attn.hook_result"][:, :, 1]
+
+
 def test_gqa_edge_ablation_patches_the_whole_groups_key_input():
     """Ablating a0.h1 -> a1.kv1<k> = layer 1's key input of KV head 1 (read by query heads 2 and 3) patched by
     hand; with ungrouped keys the same patch on both of the group's per-head inputs."""
@@ -86,9 +93,7 @@ def test_gqa_edge_ablation_patches_the_whole_groups_key_input():
     got = run_with_edges(model, clean, sender_activations(model, corrupted, g), keep.double(), g)
     model.cfg.use_attn_result = model.cfg.use_split_qkv_input = True
     try:
-        _, c_clean = model.run_with_cache(clean)
-        _, c_corr = model.run_with_cache(corrupted)
-        shift = c_clean["blocks.0.attn.hook_result"][:, :, 1] - c_corr["blocks.0.attn.hook_result"][:, :, 1]
+        shift = _l0h1_result_shift(model, clean, corrupted)
 
         def patch(x, hook):
             x[:, :, 1] -= shift
@@ -120,9 +125,7 @@ def test_single_edge_ablation_equals_path_patching_by_hand():
     got = run_with_edges(model, clean, sender_activations(model, corrupted, g), keep.double(), g)
     model.cfg.use_attn_result = model.cfg.use_split_qkv_input = True
     try:
-        _, c_clean = model.run_with_cache(clean)
-        _, c_corr = model.run_with_cache(corrupted)
-        shift = c_clean["blocks.0.attn.hook_result"][:, :, 1] - c_corr["blocks.0.attn.hook_result"][:, :, 1]
+        shift = _l0h1_result_shift(model, clean, corrupted)
 
         def patch(x, hook):
             x[:, :, 2] -= shift
