@@ -232,6 +232,8 @@ def test_name_copy_patching_prompts_are_aligned_and_unpadded(tmp_path_factory) -
     assert [len(layer) for layer in m["early_attention_final_to_last_names"]] == [1]
     assert 0 <= m["early_attention_final_to_last_names"][0][0] <= 1
     assert [c["name"].split(": ")[0] for c in verdict["checks"]] == ["1 head"] * 4
+    # quick mode is the full study's 1-head arm on one seed: the whole claim holds there
+    assert verdict["verdict"] == "PASS", verdict["checks"]
 
 
 def _offset_head_model(offset: int) -> Any:

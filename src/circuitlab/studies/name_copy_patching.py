@@ -64,8 +64,9 @@ MIN_SEED_FRACTION = 1.0
 # Read a FAIL of `clean_accuracy` as "no induction formed in this budget", not as a patching result.
 # arm -> (heads per layer, training steps). "4 heads" is the preset; "1 head" the minimal model of the mechanism.
 ARMS = {"4 heads": (4, 1600), "1 head": (1, 800)}
-# Quick mode: the 1-head arm at 400 steps, one seed (the task is learned; the patching checks are measured).
-QUICK_ARMS = {"1 head": (1, 400)}
+# Quick mode: the full study's 1-head arm on one seed (800 steps: 50 s here on a quiet machine, measured). At
+# 400 steps the task is learned (top-1 1.0) but the residual checks read 0.85 / 0.15, not yet the trained picture.
+QUICK_ARMS = {"1 head": (1, 800)}
 N_PROMPTS, PROMPT_SEED = 64, 424242
 NATURAL_TEMPLATE = "Her name was {F} {L}. Tomorrow at lunch time {F}"
 
@@ -286,6 +287,6 @@ register(
         source=SOURCE,
         run_seed=run_seed,
         combine=combine,
-        measured_s=(71, 1003),  # both measured with 2-3 other jobs on the 2 cores
+        measured_s=(50, 1003),  # full: measured with 2-3 other jobs on the 2 cores
     )
 )
