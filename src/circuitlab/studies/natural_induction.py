@@ -73,9 +73,9 @@ def _explanation(checks: list[Check], measurements: dict[str, Any]) -> str:
             f"its baseline, plus copying): the best was {best['head']} at step {best['step']}, induction "
             f"{best['induction']:.3f} vs baseline {best['baseline']:.3f}, after {seen}. The claim is about "
             "what induction heads do, so without one it was not tested: INCONCLUSIVE, a budget result, not a "
-            "refutation. Olsson et al. 2022 place the phase change at roughly 2.5-5e9 tokens; every set-up tried here "
-            "within CPU minutes (vocabulary 258-4096, contexts 256-512, attention-only or not, up to 6000 steps; "
-            "table beside the tiny-lm preset) formed none."
+            "refutation. Olsson et al. 2022 see the phase change after billions of training tokens; every set-up "
+            "tried here within CPU minutes (vocabulary 258-4096, contexts 256-512, attention-only or not, up to "
+            "6000 steps; table beside the tiny-lm preset) formed none."
         )
     failed = [c.name for c in checks if not c.passed]
     return (

@@ -93,7 +93,7 @@ PRESETS: dict[str, Preset] = {
     # (first row: the full natural-induction run's training, ICL -0.007 beyond a unigram model's; an earlier
     # session measured 27.6 min for it on a busier machine; the issue reports a 900-step attention-only model:
     # <= 0.01 vs 0.006.) None came near the census's 0.3: previous-token heads form slowly (0.04-0.32) and
-    # induction never starts; Olsson et al. 2022 place the phase change at roughly 2.5-5e9 training tokens,
+    # induction never starts; Olsson et al. 2022 see the phase change after billions of training tokens,
     # these runs saw 0.3-2.5e7 tokens (batch 16, weight decay 0.01 where not said). So tiny-lm stays as it is (one model
     # serves natural-induction and fine-tune-circuits) and natural-induction's verdict is INCONCLUSIVE (a budget
     # result, not a refutation).
