@@ -27,6 +27,19 @@ def test_answer_is_the_word_after_the_earlier_mention() -> None:
     assert len(set(batch.metadata["answer_pos"].tolist())) >= task.n_people
 
 
+def test_every_persons_name_positions_are_recorded() -> None:
+    task = make_task("name_copy")
+    batch = task.generate(64, seed=4)
+    rows = torch.arange(len(batch))[:, None]
+    first_pos, last_pos = batch.metadata["first_pos"], batch.metadata["last_pos"]  # [batch, person]
+    assert first_pos.shape == last_pos.shape == (len(batch), task.n_people)
+    firsts, lasts = batch.tokens[rows, first_pos], batch.tokens[rows, last_pos]
+    assert torch.isin(firsts, task.first_ids).all() and torch.isin(lasts, task.last_ids).all()
+    assert (firsts.sort(1).values.diff(dim=1) != 0).all(), "the people's first names are distinct"
+    assert (lasts == batch.metadata["answer"][:, None]).sum(1).eq(1).all()  # the answer is one person's
+    assert (last_pos == batch.metadata["answer_pos"][:, None]).any(1).all()
+
+
 def test_corruption_swaps_only_the_answer() -> None:
     task = NameCopy()
     batch = task.generate(128, seed=0)

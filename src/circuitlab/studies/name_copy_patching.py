@@ -81,12 +81,12 @@ def _toy(out_dir: Path, seed: int, n_heads: int, steps: int) -> tuple[HookedTran
     batch = one.generate(N_PROMPTS * 4 * len(task.templates), PROMPT_SEED)
     rows = (batch.metadata["template"] == 0).nonzero()[:N_PROMPTS, 0]
     n = int(batch.metadata["end_pos"][rows[0]]) + 1  # drop the right padding: the prompt ends with the asked name
+    per_pos = lambda v: v.ndim == 2 and v.shape[1] == batch.tokens.shape[1]  # noqa: E731  # [batch, pos] entries
     batch = Batch(
         batch.tokens[rows, :n], batch.targets[rows, :n], batch.loss_mask[rows, :n],
-        {k: v[rows, :n] if v.ndim == 2 else v[rows] for k, v in batch.metadata.items()},
+        {k: v[rows, :n] if per_pos(v) else v[rows] for k, v in batch.metadata.items()},
     )  # fmt: skip
-    slots = one.slots[0, :n]  # slot codes: 2i + 2 = the last name of person i
-    last_name_pos = ((slots > 0) & (slots % 2 == 0) & (slots <= 2 * one.n_people)).nonzero()[:, 0].tolist()
+    last_name_pos = batch.metadata["last_pos"][0].tolist()  # every person's last name (one layout: row 0's)
     return result.model, {
         "source": f"toy model trained on the name_copy task ({n_heads} head(s) per layer)",
         "clean": batch.tokens,

@@ -174,9 +174,16 @@ class NameCopy(Task):
             "distractor": fresh,
             "end_pos": end,
             "answer_pos": (slots == 2 * asked[:, None] + 2).int().argmax(1),  # where the asked last name is
+            "first_pos": self._slot_pos(slots, 1),  # [batch, person]: where each person's first name is
+            "last_pos": self._slot_pos(slots, 2),  # and last name
             "template": template,
         }
         return Batch(tokens, targets, loss_mask, metadata)
+
+    def _slot_pos(self, slots: torch.Tensor, offset: int) -> torch.Tensor:
+        """[batch, person]: the position of slot code 2i + offset (1: first name of person i, 2: last name)."""
+        codes = 2 * torch.arange(self.n_people) + offset  # [person]
+        return (slots[:, None, :] == codes[None, :, None]).int().argmax(-1)
 
     def decode(self, tokens: torch.Tensor) -> str:
         return self.vocab.decode([int(t) for t in tokens if int(t) != 0])

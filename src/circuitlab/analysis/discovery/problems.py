@@ -212,11 +212,8 @@ def name_copy_problem(model: HookedTransformer, task, batch: int = 64, seed: int
     data = task.generate(batch, seed)
     k = task.n_people
     slots = task.slots[data.metadata["template"]]  # [batch, pos] slot codes: 2i + 1 first name, 2i + 2 last name
-    people = torch.arange(k)
-    first_pos = (slots[:, None, :] == 2 * people[None, :, None] + 1).int().argmax(-1)  # [batch, person]
-    last_pos = (slots[:, None, :] == 2 * people[None, :, None] + 2).int().argmax(-1)
+    first_pos, last_pos = data.metadata["first_pos"], data.metadata["last_pos"]  # [batch, person]
     rows = torch.arange(batch)
-    data.metadata["last_pos"] = last_pos
     asked_first = data.metadata["answer_pos"] - 1  # every template writes "{Fi} {Li}"
     if not (slots[rows, asked_first] % 2 == 1).all():
         raise ValueError("the task's templates must put each first name right before its last name")
