@@ -12,7 +12,6 @@ sweep and returns one; the TransformerLens-style sweeps (`patch_resid_pre`, ...)
 from __future__ import annotations
 
 import html
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -196,14 +195,10 @@ _TD = "padding:2px 4px;text-align:center;min-width:2.5em"
 
 
 def _colour(scale: list[list[Any]], at: float) -> str:
-    """The colour of `at` in [-1, 1] on a Plotly colour scale ([position in [0, 1], "rgb(r,g,b)"] stops)."""
-    x = min(1.0, max(0.0, (at + 1) / 2))
-    for (p0, c0), (p1, c1) in itertools.pairwise(scale):
-        if x <= p1:
-            t = 0.0 if p1 == p0 else (x - p0) / (p1 - p0)
-            a, b = (tuple(float(v) for v in c[4:-1].split(",")) for c in (c0, c1))
-            return "rgb(" + ",".join(str(round(u + t * (w - u))) for u, w in zip(a, b, strict=True)) + ")"
-    return scale[-1][1]
+    """The colour of `at` in [-1, 1] (clipped) on a Plotly colour scale, as `rgb(r,g,b)`."""
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale(scale, [min(1.0, max(0.0, (at + 1) / 2))])[0].replace(" ", "")
 
 
 def activation_patching(
