@@ -85,7 +85,8 @@ def _explanation(checks: list[Check], measurements: dict[str, Any]) -> str:
     )
 
 
-def _load_run(run_dir: Path) -> tuple[TextTask, HookedTransformerConfig, list[tuple[int, Path]]]:
+def _load_run(run_dir: Path) -> tuple[TextTask, HookedTransformerConfig, list[tuple[int, Path]], int]:
+    """(task, model config, checkpoints, training batch size) of a text training run."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no config.json): train one with "
@@ -98,7 +99,7 @@ def _load_run(run_dir: Path) -> tuple[TextTask, HookedTransformerConfig, list[tu
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(f"{run_dir} has no checkpoints")
-    return task, cfg, checkpoints
+    return task, cfg, checkpoints, config["training"]["batch_size"]
 
 
 def _per_position_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -179,7 +180,7 @@ def _figures(page: Page, trajectory: list[dict[str, Any]], metrics: list[dict[st
 def natural_induction(run_dir: str | Path, out_dir: str | Path, quick: bool = False) -> StudyResult:
     """Analyse a text training run (see the module docstring); writes census / trajectory JSON into out_dir."""
     run_dir, out = Path(run_dir), Path(out_dir)
-    task, cfg, checkpoints = _load_run(run_dir)
+    task, cfg, checkpoints, batch_size = _load_run(run_dir)
     report_path = run_dir / "lm_report.json"
     if not report_path.is_file():
         raise FileNotFoundError(f"{report_path} is missing: the run did not finish (resume it with --resume)")
@@ -251,11 +252,10 @@ def natural_induction(run_dir: str | Path, out_dir: str | Path, quick: bool = Fa
     steepest = max(drops)[1] if drops else None
     metrics = MetricsLog(run_dir / "metrics.jsonl").read()
 
-    training = json.loads((run_dir / "config.json").read_text())["training"]
     measurements = {
         "run": str(run_dir),
         "steps": checkpoints[-1][0],
-        "tokens_seen": checkpoints[-1][0] * training["batch_size"] * task.length,
+        "tokens_seen": checkpoints[-1][0] * batch_size * task.length,
         "best_induction": _best_induction(trajectory),
         "heldout_loss": report["heldout_loss"],
         "unigram_loss": report["unigram_loss"],
